@@ -10,7 +10,7 @@ BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed
 # nbgrader calls `alembic` from PATH; one torch thread per process avoids two
 # processes on two cores slowing each other down.
-RUN    := PATH="$(BIN):$$PATH" OMP_NUM_THREADS=1 MPLBACKEND=Agg PYTHONHASHSEED=0
+RUN    := PATH="$(BIN):$$PATH" OMP_NUM_THREADS=1 PYTHONHASHSEED=0
 ASSIGNMENTS := $(notdir $(wildcard solutions/A*))
 PYTEST_ARGS ?=
 

@@ -1,11 +1,9 @@
-"""Shared pytest set-up: one torch thread per process, deterministic seeds, a headless backend."""
+"""Shared pytest set-up: one torch thread per process, deterministic seeds."""
 
-import os
 
-os.environ.setdefault("MPLBACKEND", "Agg")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 torch.set_num_threads(1)
 torch.set_flush_denormal(True)
