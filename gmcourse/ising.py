@@ -95,20 +95,26 @@ def metropolis_sweep(s, beta, J=1.0, h=0.0, generator=None, rule="metropolis"):
     r"""One sweep (:math:`L^2` single-site updates per chain) of every chain in ``s`` (chains, L, L).
 
     Even :math:`L`: checkerboard order. Black sites (:math:`i + j` even) have only white
-    neighbours, so all black spins are updated at once, then all white ones; each update is a
+    neighbours, so black spins can be updated at once, then white ones; each update is a
     single-site Metropolis (or heat-bath, ``rule="heat_bath"``) step, so the sweep leaves
-    :math:`p` invariant. Odd :math:`L` (the colouring breaks at the periodic boundary):
-    :math:`L^2` calls of :func:`single_site_update`. Returns a new tensor."""
+    :math:`p` invariant. The updates are *lazy*: in each of four half-steps (black, white,
+    black, white) every site of that colour proposes a flip with probability 1/2, so a sweep
+    still makes :math:`L^2` proposals on average. Without the coin, Metropolis at :math:`h = 0`
+    is not ergodic: in a striped configuration every site has :math:`\Delta E = 0`, every flip
+    is accepted, and the chain hops between the stripes and their negatives for ever (a closed
+    class that biases all averages). Odd :math:`L` (the colouring breaks at the periodic
+    boundary): :math:`L^2` calls of :func:`single_site_update`. Returns a new tensor."""
     _, L = _check_lattices(s, rule)
     if L % 2:
         for _ in range(L * L):
             s = single_site_update(s, beta, J, h, generator, rule)
         return s
     rows, cols = torch.meshgrid(torch.arange(L, device=s.device), torch.arange(L, device=s.device), indexing="ij")
-    for colour in (0, 1):
+    for colour in (0, 1, 0, 1):
         delta_energy = 2.0 * s * (J * _local_field(s) + h)  # (chains, L, L)
         u = torch.rand(s.shape, generator=generator, device=s.device, dtype=s.dtype)
-        flip = ((rows + cols) % 2 == colour) & (u < ACCEPTANCE_RULES[rule](-beta * delta_energy))
+        proposed = torch.rand(s.shape, generator=generator, device=s.device) < 0.5  # the lazy coin
+        flip = ((rows + cols) % 2 == colour) & proposed & (u < ACCEPTANCE_RULES[rule](-beta * delta_energy))
         s = torch.where(flip, -s, s)
     return s
 
@@ -257,8 +263,9 @@ class IsingModel:
 
         ``schedule="single_site"``: :func:`single_site_update` (site :math:`i` uniform, then
         ``rule``), :math:`T = \frac{1}{L^2}\sum_i T^{(i)}`; it obeys detailed balance (3.1).
-        ``schedule="sweep"``: :func:`metropolis_sweep` (product of the site matrices in checkerboard
-        order for even L, :math:`T^{L^2}` for odd L); :math:`\pi T = \pi` but not (3.1)."""
+        ``schedule="sweep"``: :func:`metropolis_sweep` (product of the lazy site matrices
+        :math:`\frac12(1 + T^{(i)})` in its checkerboard order for even L, :math:`T^{L^2}` for
+        odd L); :math:`\pi T = \pi` but not (3.1)."""
         if rule not in ACCEPTANCE_RULES or schedule not in ("single_site", "sweep"):
             raise ValueError(f"rule must be one of {list(ACCEPTANCE_RULES)} and schedule 'single_site' or "
                              f"'sweep', got rule={rule!r}, schedule={schedule!r}")
@@ -278,10 +285,11 @@ class IsingModel:
         if self.L % 2:
             return torch.linalg.matrix_power(torch.stack(site_matrices).mean(0), n_sites)
         colour = [(site // self.L + site % self.L) % 2 for site in range(n_sites)]
-        order = [i for i in range(n_sites) if colour[i] == 0] + [i for i in range(n_sites) if colour[i] == 1]
-        result = torch.eye(index.numel(), dtype=torch.float64)
-        for site in order:
-            result = result @ site_matrices[site]
+        identity = torch.eye(index.numel(), dtype=torch.float64)
+        result = identity
+        for half_step in (0, 1, 0, 1):  # lazy checkerboard: each site proposes with probability 1/2
+            for site in (i for i in range(n_sites) if colour[i] == half_step):
+                result = result @ (0.5 * (identity + site_matrices[site]))
         return result
 
     # ------------------------------------------------------------------ sampling

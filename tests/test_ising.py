@@ -184,6 +184,30 @@ def test_sweep_transition_matrix_leaves_boltzmann_distribution_invariant(rule, L
 
 
 @pytest.mark.parametrize("rule", ["metropolis", "heat_bath"])
+@pytest.mark.parametrize("L", [2, 3])
+def test_sweep_is_ergodic_and_aperiodic_at_zero_field(rule, L):
+    """Some power of the sweep matrix is strictly positive (a primitive chain), so the
+    Boltzmann distribution is its *only* stationary distribution and every start converges."""
+    T = IsingModel(L, 1 / 2.0, J=1.0, h=0.0).transition_matrix(rule, schedule="sweep")
+    power = torch.linalg.matrix_power(T, 2 * L * L)
+    assert power.min() > 0, f"{rule} sweep at L={L}: some state cannot reach another"
+
+
+def test_metropolis_sweep_escapes_striped_states_at_zero_field():
+    """A plain checkerboard Metropolis sweep maps column stripes to their negatives with
+    certainty (every site has dE = 0), a closed class that biases every average. The sweep must
+    leave the pair {stripes, -stripes}."""
+    L, chains = 4, 1000
+    stripes = torch.tensor([(-1.0) ** col for col in range(L)]).expand(L, L)  # (L, L)
+    s = stripes.expand(chains, L, L).clone()
+    g = torch.Generator().manual_seed(5)
+    for _ in range(10):
+        s = metropolis_sweep(s, 1 / 2.5, 1.0, 0.0, g)
+    on_pair = (s == stripes).flatten(1).all(1) | (s == -stripes).flatten(1).all(1)
+    assert on_pair.float().mean() < 0.5, f"{on_pair.float().mean():.2f} of chains never left the stripes"
+
+
+@pytest.mark.parametrize("rule", ["metropolis", "heat_bath"])
 @pytest.mark.parametrize("schedule", ["single_site", "sweep"])
 def test_sampler_one_step_frequencies_match_transition_matrix_row(rule, schedule):
     """The sampler and the exact matrix cannot disagree: one step from a fixed state."""
