@@ -49,7 +49,7 @@ test: $(STAMP)
 # Regenerate the student versions in exercises/ from the instructor sources in solutions/.
 exercises: $(STAMP)
 	@for a in $(ASSIGNMENTS); do \
-	  $(RUN) $(BIN)/python -m gmcourse.grading --release-only $$a || exit 1; \
+	  $(RUN) $(BIN)/nbgrader generate_assignment $$a --force --no-db || exit 1; \
 	done
 
 # Grade a folder of submissions: make grade ASSIGNMENT=A1_max_likelihood SUBMISSIONS=path/to/folder

@@ -1,0 +1,338 @@
+"""The grading pipeline, end to end, on every assignment with a module in tests/grading_cases/.
+
+For each assignment one run of ``python -m gmcourse.grading`` (through ``main``) grades a
+folder of submissions built from the instructor's notebook: the solution (full marks), the
+untouched student version (0), every classic wrong answer (its exact expected score), a
+tamperer who blanks the test cells of a wrong answer and gives them 100 points (restored, so
+the wrong answer's score), a file that is not JSON and a notebook whose metadata nbgrader
+rejects (both reported by name with the reason, the others still graded). Each notebook
+execution costs seconds, so everything about one assignment is checked on that one run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import hashlib
+import importlib.util
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from gmcourse import grading
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES_DIR = Path(__file__).resolve().parent / "grading_cases"
+BROKEN_NOTEBOOK = '{"cells": [{"cell_type": "code", "source": "half a notebook'
+
+pytestmark = pytest.mark.grading
+
+
+def _load_case_modules():
+    modules = []
+    for path in sorted(CASES_DIR.glob("*.py")):
+        if path.name != "__init__.py":
+            spec = importlib.util.spec_from_file_location(f"grading_case_{path.stem}", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            modules.append(module)
+    return modules
+
+
+CASES = _load_case_modules()
+
+
+# ------------------------------------------------------------------------------ building submissions
+def _nbgrader(cell) -> dict:
+    return cell.metadata.get("nbgrader", {})
+
+
+def _read(case, folder: str):
+    return nbformat.read(ROOT / folder / case.ASSIGNMENT / case.NOTEBOOK, as_version=4)
+
+
+def _answers(case) -> dict[str, str]:
+    """The instructor's answer of each solution cell, without nbgrader's delimiters."""
+    delimiters = {"### BEGIN SOLUTION", "### END SOLUTION"}
+    return {_nbgrader(c)["grade_id"]: "\n".join(line for line in c.source.splitlines() if line.strip() not in delimiters)
+            for c in _read(case, "solutions").cells if _nbgrader(c).get("solution")}
+
+
+def filled_notebook(case, edits: dict[str, str] | None = None):
+    """The released student version with every solution cell answered (edits override)."""
+    answers = _answers(case)
+    unknown = set(edits or {}) - set(answers)
+    assert not unknown, f"{case.ASSIGNMENT}: edits name cells that are not solution cells: {sorted(unknown)}"
+    nb = copy.deepcopy(_read(case, "exercises"))
+    for cell in nb.cells:
+        if _nbgrader(cell).get("solution"):
+            cell.source = (edits or {}).get(_nbgrader(cell)["grade_id"], answers[_nbgrader(cell)["grade_id"]])
+    return nb
+
+
+def tampered_notebook(case, edits: dict[str, str]):
+    """A wrong answer whose own test cells are replaced by ``pass`` and worth 100 points each."""
+    nb = filled_notebook(case, edits)
+    tampered, current = [], None
+    for cell in nb.cells:
+        meta = _nbgrader(cell)
+        if meta.get("solution"):
+            current = meta["grade_id"]
+        elif meta.get("grade") and current in edits:
+            cell.source, meta["points"] = "pass", 100
+            tampered.append(meta["grade_id"])
+    assert tampered, f"{case.ASSIGNMENT}: no test cell follows the solution cells {sorted(edits)}"
+    return nb, tampered
+
+
+def build_students(case) -> tuple[dict[str, object], dict[str, float]]:
+    """student -> notebook (or a broken string), and student -> the exact expected score."""
+    students = {"solution": filled_notebook(case), "blank": _read(case, "exercises")}
+    expected = {"solution": case.MAX_SCORE, "blank": 0.0}
+    for name, (edits, score) in case.WRONG_ANSWERS.items():
+        students[f"wrong_{name}"], expected[f"wrong_{name}"] = filled_notebook(case, edits), score
+    name, (edits, score) = next((n, v) for n, v in case.WRONG_ANSWERS.items() if v[1] < case.MAX_SCORE)
+    students["tamperer"], _ = tampered_notebook(case, edits)
+    expected["tamperer"] = score
+    students["broken"] = BROKEN_NOTEBOOK
+    students["corrupt"] = filled_notebook(case)  # valid JSON that nbgrader itself rejects
+    next(c for c in students["corrupt"].cells if _nbgrader(c).get("grade")).metadata["nbgrader"]["points"] = "lots"
+    return students, expected
+
+
+def write_submission(path: Path, notebook) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(notebook, str):
+        path.write_text(notebook)
+    else:
+        nbformat.write(notebook, path)
+
+
+def _fingerprint(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def run_main(args: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = grading.main(args)
+    return code, out.getvalue(), err.getvalue()
+
+
+def read_csv(path: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
+    with open(path, newline="") as file:
+        rows = list(csv.DictReader(file))
+    with open(path, newline="") as file:
+        header = next(csv.reader(file))
+    return header, {row["student"]: row for row in rows}
+
+
+# ------------------------------------------------------------------------------ one run per assignment
+@pytest.fixture(scope="module", params=CASES, ids=[c.ASSIGNMENT for c in CASES])
+def graded(request, tmp_path_factory):
+    case = request.param
+    tmp = tmp_path_factory.mktemp(case.ASSIGNMENT)
+    students, expected = build_students(case)
+    course = tmp / "course"  # given as the parent of submitted/
+    for student, notebook in students.items():
+        write_submission(course / "submitted" / student / case.ASSIGNMENT / case.NOTEBOOK, notebook)
+    before = _fingerprint(course)
+    code, out, err = run_main([case.ASSIGNMENT, str(course), "--workdir", str(tmp / "work"),
+                               "--csv", str(tmp / "scores.csv")])
+    header, rows = read_csv(tmp / "scores.csv")
+    return dict(case=case, expected=expected, code=code, out=out, err=err, header=header, rows=rows,
+                workdir=tmp / "work", course=course, unchanged=before == _fingerprint(course))
+
+
+def _score(graded, student) -> float | None:
+    value = graded["rows"][student]["score"]
+    return float(value) if value else None
+
+
+def _failed_parts(graded, student) -> list[str]:
+    row = graded["rows"][student]
+    parts = graded["header"][4:-1]
+    solution = graded["rows"]["solution"]
+    return [p for p in parts if row[p] != solution[p]]
+
+
+@pytest.mark.slow
+def test_solution_gets_full_marks_and_blank_student_version_gets_zero(graded):
+    case = graded["case"]
+    assert _score(graded, "solution") == case.MAX_SCORE, (
+        f"the instructor's solution scored {_score(graded, 'solution')} / {case.MAX_SCORE}; "
+        f"failed cells: {[p for p in graded['header'][4:-1] if graded['rows']['solution'][p] in ('0', '')]}\n{graded['err']}")
+    assert _score(graded, "blank") == 0.0, f"the untouched student version scored {_score(graded, 'blank')}"
+
+
+@pytest.mark.slow
+def test_each_classic_wrong_answer_loses_exactly_its_points(graded):
+    wrong = {s: e for s, e in graded["expected"].items() if s.startswith("wrong_")}
+    assert len(wrong) >= 5, f"{graded['case'].ASSIGNMENT} needs at least 5 classic wrong answers"
+    mismatches = [f"{s}: expected {e}, got {_score(graded, s)} (cells below the solution's: {_failed_parts(graded, s)})"
+                  for s, e in wrong.items() if _score(graded, s) != e]
+    assert not mismatches, "\n".join(mismatches)
+
+
+@pytest.mark.slow
+def test_tampered_test_cells_are_restored_before_grading(graded):
+    row = graded["rows"]["tamperer"]
+    assert _score(graded, "tamperer") == graded["expected"]["tamperer"], (
+        f"tamperer scored {row['score']}, expected {graded['expected']['tamperer']}")
+    assert float(row["max_score"]) == graded["case"].MAX_SCORE
+    assert "edited locked cell(s)" in row["notes"] and "changed the points" in row["notes"], row["notes"]
+    assert "tamperer:" in graded["out"], "the summary should flag the tamperer"
+
+
+@pytest.mark.slow
+def test_broken_submissions_are_named_with_their_reason_and_the_others_are_graded(graded):
+    assert graded["code"] == 1, f"exit code {graded['code']}; stderr:\n{graded['err']}"
+    failures = graded["err"].split("Could not grade 2 submission(s)")[-1]
+    assert "broken (" in failures and "not valid JSON" in failures, graded["err"]
+    assert "corrupt (" in failures and "autograde failed" in failures, graded["err"]
+    assert "could not convert string to float: 'lots'" in failures, graded["err"]  # nbgrader's own error line
+    for student in ("broken", "corrupt"):
+        assert graded["rows"][student]["status"] == "not graded" and graded["rows"][student]["score"] == ""
+    graded_students = [s for s in graded["expected"]]
+    assert all(graded["rows"][s]["status"] == "graded" for s in graded_students), graded["rows"]
+    assert f"graded {len(graded_students)} of {len(graded_students) + 2} submissions" in graded["out"], graded["out"]
+
+
+@pytest.mark.slow
+def test_csv_has_total_and_per_test_cell_scores_for_every_submission(graded):
+    case = graded["case"]
+    source = nbformat.read(ROOT / "solutions" / case.ASSIGNMENT / case.NOTEBOOK, as_version=4)
+    test_cells = [_nbgrader(c)["grade_id"] for c in source.cells if _nbgrader(c).get("grade")]
+    points = sum(float(_nbgrader(c)["points"]) for c in source.cells if _nbgrader(c).get("grade"))
+    assert points == case.MAX_SCORE, f"the notebook's points add up to {points}, MAX_SCORE says {case.MAX_SCORE}"
+    assert graded["header"] == ["student", "score", "max_score", "status", *test_cells, "notes"]
+    assert set(graded["rows"]) == set(graded["expected"]) | {"broken", "corrupt"}
+    for student in graded["expected"]:
+        row = graded["rows"][student]
+        assert float(row["max_score"]) == case.MAX_SCORE
+        assert sum(float(row[p]) for p in test_cells) == float(row["score"]), row
+
+
+@pytest.mark.slow
+def test_feedback_html_is_written_for_every_graded_student(graded):
+    case = graded["case"]
+    feedback = graded["workdir"] / "feedback"
+    for student in graded["expected"]:
+        html = feedback / student / case.ASSIGNMENT / case.NOTEBOOK.replace(".ipynb", ".html")
+        assert html.is_file() and html.stat().st_size > 1000, f"no feedback for {student} at {html}"
+    assert not (feedback / "broken").exists() and not (feedback / "corrupt").exists()
+
+
+@pytest.mark.slow
+def test_instructor_submissions_folder_is_left_untouched(graded):
+    assert graded["unchanged"], "grading modified the submissions folder it was given"
+
+
+# ------------------------------------------------------------------------------ layouts and errors
+@pytest.mark.slow
+@pytest.mark.skipif(not CASES, reason="no grading cases")
+def test_plain_folder_of_student_notebooks_end_to_end(tmp_path):
+    case = CASES[0]
+    plain = tmp_path / "inbox"
+    write_submission(plain / "alice.ipynb", filled_notebook(case))
+    write_submission(plain / "bob.ipynb", BROKEN_NOTEBOOK)
+    code, out, err = run_main([case.ASSIGNMENT, str(plain), "--workdir", str(tmp_path / "work"), "--no-feedback"])
+    assert code == 1 and "bob" in err and "not valid JSON" in err, err
+    assert "warning" not in err, err  # exercises/ is in sync with solutions/
+    header, rows = read_csv(tmp_path / "work" / "grades.csv")
+    assert float(rows["alice"]["score"]) == case.MAX_SCORE, rows["alice"]
+    assert rows["bob"]["status"] == "not graded"
+    assert not (tmp_path / "work" / "feedback").exists()
+    # a second run into the same work dir starts from scratch: alice's results are gone
+    (plain / "alice.ipynb").unlink()
+    code, out, err = run_main([case.ASSIGNMENT, str(plain), "--workdir", str(tmp_path / "work")])
+    assert code == 1 and "graded 0 of 1 submissions" in out, out
+    assert set(read_csv(tmp_path / "work" / "grades.csv")[1]) == {"bob"}
+    assert not (tmp_path / "work" / "submitted" / "alice").exists()
+
+
+def _layouts(tmp_path: Path, assignment: str, notebook: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    submitted = tmp_path / "course" / "submitted"
+    for student in ("ann", "ben"):
+        write_submission(submitted / student / assignment / notebook, nb)
+    write_submission(submitted / "cat" / assignment / "Untitled.ipynb", nb)    # wrong name
+    (submitted / "dan" / assignment).mkdir(parents=True)                       # no notebook
+    write_submission(submitted / "eve" / assignment / notebook, BROKEN_NOTEBOOK)
+    (submitted / "fay" / "A0_other").mkdir(parents=True)                        # another assignment only
+    return submitted
+
+
+def test_collect_submissions_reads_nbgrader_layout_from_submitted_or_its_parent(tmp_path):
+    submitted = _layouts(tmp_path, "A9", "A9.ipynb")
+    for folder in (submitted, submitted.parent):
+        found = {s.student: s for s in grading.collect_submissions(folder, "A9", ["A9"])}
+        assert sorted(found) == ["ann", "ben", "cat", "dan", "eve"]
+        assert found["ann"].problem is None and found["ann"].notebooks == {"A9": submitted / "ann" / "A9" / "A9.ipynb"}
+        assert found["cat"].problem == "wrong notebook name: expected A9.ipynb, found Untitled.ipynb"
+        assert found["dan"].problem == "missing notebook A9.ipynb"
+        assert found["eve"].problem.startswith("invalid notebook, not valid JSON")
+
+
+def test_collect_submissions_reads_plain_folder_of_student_notebooks(tmp_path):
+    write_submission(tmp_path / "zoe.ipynb", nbformat.v4.new_notebook())
+    write_submission(tmp_path / "bad name.ipynb", nbformat.v4.new_notebook())
+    write_submission(tmp_path / ".ipynb_checkpoints" / "zoe-checkpoint.ipynb", nbformat.v4.new_notebook())
+    found = {s.student: s for s in grading.collect_submissions(tmp_path, "A9", ["A9"])}
+    assert sorted(found) == ["bad name", "zoe"]
+    assert found["zoe"].problem is None and found["zoe"].notebooks == {"A9": tmp_path / "zoe.ipynb"}
+    assert "letters, digits" in found["bad name"].problem
+    with pytest.raises(grading.GradingError, match="only works for one"):
+        grading.collect_submissions(tmp_path, "A9", ["part1", "part2"])
+
+
+def test_empty_folder_and_unknown_assignment_are_clear_errors(tmp_path):
+    assignment = CASES[0].ASSIGNMENT if CASES else "A1_max_likelihood"
+    code, out, err = run_main([assignment, str(tmp_path)])
+    assert code == 2 and "no submissions of" in err and "<student>.ipynb" in err, err
+    code, out, err = run_main([assignment, str(tmp_path / "nowhere")])
+    assert code == 2 and "does not exist" in err, err
+    # through `python -m`, as the Makefile calls it
+    process = subprocess.run([sys.executable, "-m", "gmcourse.grading", "A0_no_such_assignment", str(tmp_path)],
+                             capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert process.returncode == 2, process
+    assert "no assignment 'A0_no_such_assignment'" in process.stderr and "available:" in process.stderr, process.stderr
+
+
+def test_workdir_that_was_not_made_by_the_grader_is_never_wiped(tmp_path):
+    write_submission(tmp_path / "inbox" / "zoe.ipynb", nbformat.v4.new_notebook())
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "thesis.tex").write_text("do not delete")
+    assignment = CASES[0].ASSIGNMENT if CASES else "A1_max_likelihood"
+    code, out, err = run_main([assignment, str(tmp_path / "inbox"), "--workdir", str(tmp_path / "precious")])
+    assert code == 2 and "refusing" in err, err
+    assert (tmp_path / "precious" / "thesis.tex").read_text() == "do not delete"
+
+
+@pytest.mark.parametrize("source, flag", [
+    ("import torch\ntorch.testing.assert_close = lambda *a, **k: None\n", "assigns to torch.testing.assert_close"),
+    ("import numpy as np\nnp.testing.assert_allclose = print\n", "assigns to np.testing.assert_allclose"),
+    ("import builtins\nbuiltins.isinstance = lambda *a: True\n", "imports builtins"),
+    ("def type(x):\n    return float\n", "rebinds 'type'"),
+    ("from fakes import always_close as assert_close\n", "rebinds 'assert_close'"),
+    ("class Liar(float):\n    def __eq__(self, other):\n        return True\n", "defines __eq__"),
+    ("import torch\nsetattr(torch.testing, 'assert_close', print)\n", "calls setattr(torch.testing, ...)"),
+    ("import os\nif os.environ.get('NBGRADER_EXECUTION'):\n    pass\n", "reads NBGRADER_EXECUTION"),
+    ("%matplotlib inline\nexec('x = 1')\n", "calls exec()"),
+])
+def test_gaming_flags_spot_answers_that_patch_what_the_tests_rely_on(source, flag):
+    assert any(f.startswith(flag) for f in grading.gaming_flags(source)), grading.gaming_flags(source)
+
+
+def test_gaming_flags_leave_ordinary_answers_alone():
+    for case in CASES:
+        for grade_id, source in _answers(case).items():
+            assert grading.gaming_flags(source) == [], (case.ASSIGNMENT, grade_id, grading.gaming_flags(source))
+    ordinary = "import math\nimport numpy as np\nimport torch.nn.functional as F\n\ndef f(x, type=None):\n    for i in range(3):\n        x = x + i\n    return x\n"
+    assert grading.gaming_flags(ordinary) == []
