@@ -1,0 +1,48 @@
+"""Command line of the benchmarks: ``python -m gmcourse.bench TASK --seconds S --seed K``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+from gmcourse.bench import TASKS, get_task
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m gmcourse.bench",
+        description="Train a model within a wall-clock budget and print its scores as one JSON line.",
+    )
+    parser.add_argument("task", choices=sorted(TASKS), help="which benchmark to run")
+    parser.add_argument("--seconds", type=float, default=60.0, help="training budget in wall-clock seconds")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random number the task draws")
+    parser.add_argument("--save", metavar="PATH", help="torch.save the trained model to PATH")
+    parser.add_argument("--peer", metavar="LIBRARY", help="also train a peer library's model on the same budget")
+    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    args = parser.parse_args(argv)
+    if args.seconds <= 0:
+        parser.error(f"--seconds must be positive, got {args.seconds}")
+    torch.set_flush_denormal(True)  # denormal floats can slow CPU training many times over
+    task = get_task(args.task)
+    try:
+        result = task.run(
+            seconds=args.seconds,
+            seed=args.seed,
+            save=args.save,
+            peer=args.peer,
+            device=args.device,
+            progress=not args.no_progress,
+        )
+    except ValueError as err:  # bad option for this task (e.g. an unknown peer): say so, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps({"task": args.task, "seed": args.seed, **result}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

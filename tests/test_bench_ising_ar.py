@@ -1,0 +1,120 @@
+"""Tests of the ``ising-ar`` benchmark: a 3-second run through the command line, its JSON, and
+the saved model checked against independent computations (IsingModel's exact probabilities,
+the symmetry group rebuilt from rot90 / transpose / roll of the lattice)."""
+
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from gmcourse.autoregressive import MADE
+from gmcourse.bench.ising_ar import exact_kl, run
+from gmcourse.ising import IsingModel
+from gmcourse.protocol import GenerativeModel
+
+ISING = IsingModel(4, 1 / 2.269)
+KEYS = ("kl_nats", "kl_base_nats", "seconds", "train_nll", "val_nll", "test_nll", "test_nll_truth",
+        "entropy_nats", "steps", "epochs", "n_params")
+
+
+def lattice_images(s):
+    """The 256 images of configurations s (n, 4, 4): flip x (transpose) x rot90 x rolls."""
+    for sign, transpose, k, a, b in itertools.product((1, -1), (False, True), range(4), range(4), range(4)):
+        t = s.transpose(1, 2) if transpose else s
+        yield sign * torch.roll(torch.rot90(t, k, (1, 2)), (a, b), (1, 2))
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ising_ar") / "model.pt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run(
+        [sys.executable, "-m", "gmcourse.bench", "ising-ar", "--seconds", "3", "--seed", "1", "--save", str(path)],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.strip().splitlines()
+    assert len(lines) == 1, completed.stdout
+    return json.loads(lines[0]), torch.load(path, weights_only=False), completed.stderr
+
+
+@pytest.mark.slow
+def test_cli_prints_one_json_line_with_finite_scores_and_a_progress_bar(short_run):
+    result, _, stderr = short_run
+    assert result["task"] == "ising-ar" and result["seed"] == 1
+    for key in KEYS:
+        assert math.isfinite(result[key]), f"{key} = {result[key]}"
+    assert result["kl_nats"] >= 0 and result["kl_base_nats"] >= 0
+    assert 3.0 <= result["seconds"] < 4.0 and result["steps"] > 0
+    assert result["entropy_nats"] == pytest.approx(ISING.entropy())
+    assert "ising-ar" in stderr and "100%" in stderr
+
+
+@pytest.mark.slow
+def test_saved_model_round_trips_and_gives_log_probs_of_spins(short_run):
+    _, model, _ = short_run
+    assert isinstance(model, GenerativeModel) and model.log_prob_kind == "exact"
+    x = ISING.sample(50, method="exact", seed=2).flatten(1)  # (50, 16) of +-1
+    log_p = model.log_prob(x)
+    assert log_p.shape == (50,) and torch.isfinite(log_p).all() and (log_p <= 0).all()
+    samples = model.sample(20, seed=3)
+    assert samples.shape == (20, 16) and ((samples == 1) | (samples == -1)).all()
+
+
+@pytest.mark.slow
+def test_reported_kl_equals_an_independent_orbit_average_of_the_saved_model(short_run):
+    """KL(P_data || p_G) with p_G rebuilt by hand: log mean_g p_base(g s) over the 256 lattice images
+    of every state, each image's number found by IsingModel.state_index after torch.roll / rot90 /
+    transpose / negation of the configurations, looked up in one table of the base network."""
+    result, model, _ = short_run
+    states = ISING.all_states()  # (2^16, 4, 4) float64
+    with torch.no_grad():
+        table = model.base.double().log_prob(states.flatten(1))  # (2^16,)
+    # number of the image of state k under each generator of the group
+    flip, transpose = ISING.state_index(-states), ISING.state_index(states.transpose(1, 2))
+    rotate = ISING.state_index(torch.rot90(states, 1, (1, 2)))
+    shift_rows, shift_cols = ISING.state_index(torch.roll(states, 1, 1)), ISING.state_index(torch.roll(states, 1, 2))
+    log_sum = torch.full_like(table, -math.inf)
+    for sign, transposed, k, a, b in itertools.product((1, -1), (False, True), range(4), range(4), range(4)):
+        index = torch.arange(len(states))
+        for generator, power in ((flip, sign < 0), (transpose, transposed), (rotate, k), (shift_rows, a),
+                                 (shift_cols, b)):
+            for _ in range(int(power)):
+                index = generator[index]
+        log_sum = torch.logaddexp(log_sum, table[index])
+    log_q = log_sum - math.log(256)
+    p = ISING.probabilities()
+    assert float((p * (p.log() - log_q)).sum()) == pytest.approx(result["kl_nats"], abs=2e-6)
+
+
+@pytest.mark.slow
+def test_saved_model_is_normalised_and_invariant_under_the_lattice_group(short_run):
+    _, model, _ = short_run
+    model = model.double()
+    states = ISING.all_states()  # (2^16, 4, 4)
+    subset = states[torch.randperm(len(states), generator=torch.Generator().manual_seed(4))[:200]]  # (200, 4, 4)
+    with torch.no_grad():
+        assert model.log_prob(states.flatten(1)).exp().sum().item() == pytest.approx(1.0, abs=1e-12)
+        log_p = model.log_prob(subset.flatten(1))
+        images = list(lattice_images(subset))
+        for k in (1, 37, 70, 128, 130, 201, 255):  # translations, rotations, transposes, flips
+            torch.testing.assert_close(model.log_prob(images[k].flatten(1)), log_p, rtol=0, atol=1e-12)
+
+
+def test_exact_kl_of_the_uniform_distribution_is_log_2_to_16_minus_entropy():
+    uniform = MADE(16, [8])
+    with torch.no_grad():
+        for parameter in uniform.parameters():
+            parameter.zero_()  # every logit 0: each spin +-1 with probability 1/2
+    assert exact_kl(ISING, uniform) == pytest.approx(16 * math.log(2) - ISING.entropy(), abs=1e-5)
+
+
+def test_unknown_peer_and_option_are_rejected():
+    with pytest.raises(ValueError, match="no peer"):
+        run(1.0, 0, peer="zuko", progress=False)
+    with pytest.raises(ValueError, match="unknown ising-ar options"):
+        run(1.0, 0, progress=False, hidden=(8,))
