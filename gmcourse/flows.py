@@ -327,8 +327,9 @@ class ResidualFlowBlock(nn.Module):
 
 
 class ResidualFlow(GenerativeModel):
-    r"""``n_blocks`` :class:`ResidualFlowBlock` s on a :math:`\mathcal N(0, I)` base; exact ``log_prob``
-    (5.1) by dense Jacobians (small :math:`D` only), ``sample`` by fixed-point inversion."""
+    r"""``n_blocks`` residual blocks (:class:`ResidualFlowBlock`) on a :math:`\mathcal N(0, I)` base:
+    exact ``log_prob`` (5.1) by dense Jacobians (small :math:`D` only), ``sample`` by fixed-point
+    inversion of the blocks from last to first."""
 
     log_prob_kind = "exact"
 
