@@ -1,4 +1,8 @@
-"""Command line of the benchmarks: ``python -m gmcourse.bench TASK --seconds S --seed K``."""
+"""Command line of the benchmarks: ``python -m gmcourse.bench TASK --seconds S --seed K``.
+
+``--record`` appends the run, with the command that made it and where it ran, to
+``results/bench/<task>.jsonl`` (or the file given); the book's results page renders those files.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import sys
 import torch
 
 from gmcourse.bench import TASKS, get_task
+from gmcourse.results import append_record, default_record_path, run_context
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peer", metavar="LIBRARY", help="also train a peer library's model on the same budget")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.add_argument("--record", nargs="?", const="", metavar="PATH",
+                        help="append the scores and the run's context as one JSON line to PATH "
+                             "(default: results/bench/<task>.jsonl)")
     args = parser.parse_args(argv)
     if args.seconds <= 0:
         parser.error(f"--seconds must be positive, got {args.seconds}")
@@ -40,7 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:  # bad option for this task (e.g. an unknown peer): say so, no traceback
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(json.dumps({"task": args.task, "seed": args.seed, **result}), flush=True)
+    line = {"task": args.task, "seed": args.seed, **result}
+    print(json.dumps(line), flush=True)
+    if args.record is not None:
+        path = args.record or default_record_path(args.task)
+        argv = sys.argv[1:] if argv is None else argv
+        append_record(path, {**run_context(argv, args.device), "seconds_budget": args.seconds, **line})
+        print(f"recorded in {path}", file=sys.stderr)
     return 0
 
 
