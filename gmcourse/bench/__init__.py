@@ -1,18 +1,21 @@
 """Benchmarks: train a model within a wall-clock budget and score it against the exact answer.
 
     python -m gmcourse.bench TASK --seconds S --seed K [--save PATH] [--peer LIBRARY]
+                                 [--set NAME=VALUE ...] [--record [PATH]]
 
 prints one JSON line on stdout (the scores) and a progress bar on stderr. Every task is a
 module in this package with a ``run(seconds, seed, save=None, peer=None, device=None,
-progress=True) -> dict`` function; :data:`TASKS` maps task names to those modules. Chapter 12
-tabulates the numbers the tasks print.
+progress=True, overrides=None) -> dict`` function; ``overrides`` holds the ``--set`` options as
+strings, which the task turns into its configuration with :func:`apply_overrides` (ablations and
+sweeps are ordinary recorded runs). :data:`TASKS` maps task names to those modules. ``--record``
+appends each run to ``results/bench/<task>.jsonl``, which the book's results page renders.
 """
 
 from __future__ import annotations
 
 import importlib
 
-__all__ = ["TASKS", "get_task"]
+__all__ = ["TASKS", "apply_overrides", "get_task", "parse_overrides"]
 
 # task name -> module (imported only when the task runs, so one task's imports cost others nothing)
 TASKS = {
@@ -26,3 +29,51 @@ def get_task(name: str):
     if name not in TASKS:
         raise ValueError(f"unknown benchmark task {name!r}; choose one of: {', '.join(sorted(TASKS))}")
     return importlib.import_module(TASKS[name])
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
+    """``["lr=0.01", "augment=false"]`` -> ``{"lr": "0.01", "augment": "false"}``."""
+    overrides = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--set expects NAME=VALUE, got {pair!r}")
+        overrides[name.strip()] = value.strip()
+    return overrides
+
+
+_TRUE, _FALSE = {"true", "yes", "1", "on"}, {"false", "no", "0", "off"}
+
+
+def _convert(name: str, text: str, default):
+    """Read ``text`` as a value of the type of ``default`` (None allowed for optional numbers)."""
+    if text.lower() == "none":
+        return None
+    try:
+        if isinstance(default, bool):
+            if text.lower() not in _TRUE | _FALSE:
+                raise ValueError
+            return text.lower() in _TRUE
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float) or default is None:
+            return float(text)
+        if isinstance(default, tuple):
+            return tuple(type(default[0])(part) for part in text.split(",")) if default else tuple(text.split(","))
+        return type(default)(text)
+    except ValueError:
+        kind = "true or false" if isinstance(default, bool) else type(default).__name__
+        raise ValueError(f"--set {name}={text}: expected {kind} (the default is {default!r})") from None
+
+
+def apply_overrides(defaults: dict, overrides: dict[str, str] | None) -> dict:
+    """``defaults`` with the ``--set`` strings in ``overrides`` converted to each field's type.
+
+    Tuples are written comma-separated (``hidden_sizes=128,128``); ``none`` gives None.
+    An unknown name is an error that lists the known ones.
+    """
+    overrides = overrides or {}
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown}; known: {sorted(defaults)}")
+    return {**defaults, **{name: _convert(name, text, defaults[name]) for name, text in overrides.items()}}

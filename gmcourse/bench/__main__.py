@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-from gmcourse.bench import TASKS, get_task
+from gmcourse.bench import TASKS, get_task, parse_overrides
 from gmcourse.results import append_record, default_record_path, run_context
 
 
@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peer", metavar="LIBRARY", help="also train a peer library's model on the same budget")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="overrides",
+                        help="change one setting of the task's configuration (repeatable), e.g. --set lr=0.01")
     parser.add_argument("--record", nargs="?", const="", metavar="PATH",
                         help="append the scores and the run's context as one JSON line to PATH "
                              "(default: results/bench/<task>.jsonl)")
@@ -37,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_flush_denormal(True)  # denormal floats can slow CPU training many times over
     task = get_task(args.task)
     try:
+        overrides = parse_overrides(args.overrides)
         result = task.run(
             seconds=args.seconds,
             seed=args.seed,
@@ -44,11 +47,12 @@ def main(argv: list[str] | None = None) -> int:
             peer=args.peer,
             device=args.device,
             progress=not args.no_progress,
+            **({"overrides": overrides} if overrides else {}),
         )
     except ValueError as err:  # bad option for this task (e.g. an unknown peer): say so, no traceback
         print(f"error: {err}", file=sys.stderr)
         return 2
-    line = {"task": args.task, "seed": args.seed, **result}
+    line = {"task": args.task, "seed": args.seed, **({"overrides": overrides} if overrides else {}), **result}
     print(json.dumps(line), flush=True)
     if args.record is not None:
         path = args.record or default_record_path(args.task)
