@@ -1,36 +1,44 @@
 r"""Normalizing flows (chapter 5): affine couplings (RealNVP) and a residual-flow block.
 
-**Change of variables.** A bijection :math:`f_\theta` maps data :math:`x` to a latent
-:math:`z = f_\theta(x)` whose density :math:`\pi` is simple, here :math:`\mathcal N(0, I_D)`. Then
+Equations are cited by the labels they carry in ``book/05_normalizing_flows.md``.
 
-.. math:: \log p_\theta(x) = \log\pi\big(f_\theta(x)\big) + \log\Big|\det\frac{\partial f_\theta}{\partial x}\Big|,
-   \qquad \log\pi(z) = -\tfrac12\|z\|^2 - \tfrac D2\log 2\pi.   \tag{5.1}
+**Change of variables** (eq. ``ch5-eq-change-of-variables``). A bijection :math:`f_\theta` maps
+data :math:`x` to a latent :math:`z = f_\theta(x)` whose density :math:`p_Z` is simple, here
+:math:`\mathcal N(0, I_D)`. Then
 
-A composition :math:`f = f_K\circ\dots\circ f_1` adds the layers' log-determinants:
-:math:`\log|\det J_f| = \sum_\ell \log|\det J_{f_\ell}(x_{\ell-1})|` (5.2), where
-:math:`x_0 = x` and :math:`x_\ell = f_\ell(x_{\ell-1})`. Sampling runs the other way,
-:math:`z \sim \pi`, :math:`x = f^{-1}(z)`. Training is maximum likelihood: ``loss`` is the mean of
+.. math:: \log p_\theta(x) = \log p_Z\big(f_\theta(x)\big) + \log\Big|\det\frac{\partial f_\theta}{\partial x}\Big|,
+   \qquad \log p_Z(z) = -\tfrac12\|z\|^2 - \tfrac D2\log 2\pi.
+
+A composition :math:`f = f_K\circ\dots\circ f_1` adds the layers' log-determinants
+(eq. ``ch5-eq-composition``): :math:`\log|\det J_f| = \sum_\ell \log|\det J_{f_\ell}(x_{\ell-1})|`,
+where :math:`x_0 = x` and :math:`x_\ell = f_\ell(x_{\ell-1})`. Sampling runs the other way,
+:math:`z \sim p_Z`, :math:`x = f^{-1}(z)`. Training is maximum likelihood: ``loss`` is the mean of
 :math:`-\log p_\theta(x)` over a batch (chapter 2).
 
-**Affine coupling (RealNVP, 5.3).** A binary mask :math:`m` keeps the half :math:`x_a = m\odot x`
-and moves the other half with a scale and a translation that depend on :math:`x_a` only:
+**Affine coupling** (RealNVP, eq. ``ch5-eq-coupling``). A binary mask :math:`m` keeps the half
+:math:`x_a = m\odot x` and moves the other half with a scale and a translation that depend on
+:math:`x_a` only:
 
 .. math:: z = x_a + (1-m)\odot\big(x\odot e^{s(x_a)} + t(x_a)\big), \qquad
           x = z_a + (1-m)\odot\big(z - t(z_a)\big)\odot e^{-s(z_a)}, \quad z_a = x_a .
 
 The Jacobian is triangular (the kept half does not depend on the moved half) with diagonal
 :math:`1` on the kept half and :math:`e^{s_j}` on the moved half, so
-:math:`\log|\det J| = \sum_{j:\,m_j=0} s_j(x_a)` (5.4): no determinant is ever computed, and
-:math:`s, t` can be any networks because they are never inverted. Consecutive layers use
-complementary masks so that every coordinate gets moved. In the lecture's 2D example
-(:math:`x_1 = z_1`, :math:`x_2 = z_2e^{s(z_1)} + t(z_1)`) the map goes from :math:`z` to :math:`x`,
-hence its :math:`\det\partial z/\partial x = e^{-s}`; here ``forward`` goes from data to
-latent, so the same layer has :math:`+\sum s`.
+:math:`\log|\det J| = \sum_{j:\,m_j=0} s_j(x_a)` (eq. ``ch5-eq-coupling-logdet``): no determinant
+is ever computed, and :math:`s, t` can be any networks because they are never inverted.
+Consecutive layers use complementary masks so that every coordinate gets moved.
+
+Direction: ``forward`` goes from data to latent, as in Dinh et al. (2017). Texts that write the
+layer in the generative direction, :math:`x_b = z_b\odot e^{\tilde s(z_a)} + \tilde t(z_a)`, describe
+our inverse: from :math:`x_b = (z_b - t)\odot e^{-s} = z_b\odot e^{-s} - t\odot e^{-s}`, their
+:math:`\tilde s = -s` and :math:`\tilde t = -t\odot e^{-s}`, and their log-determinant
+:math:`\sum\tilde s = -\sum s` belongs to :math:`\partial x/\partial z`.
 
 Two options that matter in practice: ``log_scale_bound`` :math:`B` replaces :math:`s` by
 :math:`B\tanh(s/B)`, so that no layer stretches by more than :math:`e^{B}`, and ``identity_init``
 zeroes the last layer of the :math:`s, t` network, so that the untrained flow is the identity and
-the model starts as the base density.
+the model starts as the base density. :func:`warmup_cosine_lr` is the learning-rate schedule the
+chapter trains with (a linear warm-up, then a cosine decay to a floor at the end of the run).
 
 **Why separated modes are hard** (benchmark ``flow-8gaussians``). :math:`f` is continuous with a
 continuous inverse, so :math:`p_\theta > 0` everywhere and the connected Gaussian cannot be cut
@@ -38,18 +46,19 @@ into 8 islands: the flow can only squeeze the space between modes into thin *bri
 nonzero density. Mass left on the bridges is missing from the modes and costs KL; removing it
 takes steep local stretches (many layers, large :math:`|s|`), and those same steep maps make
 single gradient steps explode (a point falling in a badly mapped sliver has an enormous loss).
-Hence the recipe the benchmark's sweep found: depth, bounded log-scales, gradient clipping, and a
-learning rate decayed to zero by the end of the budget.
+Hence depth, bounded log-scales, gradient clipping, and a learning rate decayed to zero by the
+end of training.
 
-**Residual flows (5.5).** :math:`F(x) = x + g(x)` is invertible when :math:`\mathrm{Lip}(g) < 1`:
-for a given :math:`y` the map :math:`x\mapsto y - g(x)` is a contraction, so by Banach's fixed-point
-theorem the iteration :math:`x^{(k+1)} = y - g(x^{(k)})` converges to the unique solution of
-:math:`F(x) = y`, with error :math:`\le c^k\|x^{(0)} - x^\ast\|`. Here :math:`g = c\cdot\mathrm{MLP}`
-with spectrally normalised weight matrices (each :math:`\|W\|_2 = 1`, power iteration) and
-1-Lipschitz activations, so :math:`\mathrm{Lip}(g) \le c < 1`. Its log-determinant
-:math:`\log\det(I + J_g)` has no shortcut; :class:`ResidualFlowBlock` computes it exactly with
-:func:`torch.func.jacrev` (:math:`D` backward passes and an :math:`O(D^3)` determinant per point),
-affordable in the chapter's 2D demonstration only (large models use stochastic trace estimators).
+**Residual flows** (eq. ``ch5-eq-residual``). :math:`F(x) = x + g(x)` is invertible when
+:math:`\mathrm{Lip}(g) < 1`: for a given :math:`y` the map :math:`x\mapsto y - g(x)` is a
+contraction, so by Banach's fixed-point theorem the iteration :math:`x^{(k+1)} = y - g(x^{(k)})`
+converges to the unique solution of :math:`F(x) = y`, with error :math:`\le c^k\|x^{(0)} - x^\ast\|`.
+Here :math:`g = c\cdot\mathrm{MLP}` with spectrally normalised weight matrices (each
+:math:`\|W\|_2 = 1`, power iteration) and 1-Lipschitz activations, so :math:`\mathrm{Lip}(g) \le c < 1`.
+Its log-determinant :math:`\log\det(I + J_g)` has no shortcut; :class:`ResidualFlowBlock` computes
+it exactly with :func:`torch.func.jacrev` (:math:`D` backward passes and an :math:`O(D^3)`
+determinant per point), affordable in the chapter's 2D demonstration only (large models use
+stochastic trace estimators).
 
 Shapes: points are ``(n, D)`` tensors; every ``log_det`` is ``(n,)``.
 """
@@ -66,7 +75,7 @@ from gmcourse.protocol import GenerativeModel
 from gmcourse.utils import make_generator
 
 __all__ = ["AffineCoupling", "RealNVP", "ResidualFlowBlock", "ResidualFlow", "standard_normal_log_prob",
-           "alternating_mask"]
+           "alternating_mask", "warmup_cosine_lr"]
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "silu": nn.SiLU}
 
@@ -79,6 +88,32 @@ def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
 def alternating_mask(dim: int, layer: int) -> torch.Tensor:
     """Mask of coupling ``layer``: 1 (kept) on coordinates ``i`` with ``i + layer`` even, else 0."""
     return ((torch.arange(dim) + layer) % 2 == 0).float()
+
+
+def warmup_cosine_lr(fraction: float, peak: float, warmup_fraction: float = 0.05,
+                     final_fraction: float = 0.0) -> float:
+    r"""Learning rate after ``fraction`` of the training run: linear warm-up, then cosine decay.
+
+    From 0 to ``peak`` linearly over the first ``warmup_fraction`` of the run, then
+    :math:`\eta_\text{floor} + (\eta_\text{peak} - \eta_\text{floor})\,\tfrac12(1 + \cos\pi u)`
+    with :math:`u` the fraction of the decay phase elapsed and
+    :math:`\eta_\text{floor} = ` ``final_fraction`` :math:`\times` ``peak`` (the cosine schedule of
+    Loshchilov and Hutter, 2017, without restarts). ``fraction`` is steps done / total steps, or
+    seconds elapsed / budget; values past 1 stay at the floor.
+    """
+    if not (isinstance(fraction, (int, float)) and fraction >= 0):
+        raise ValueError(f"fraction must be a number >= 0 (the elapsed part of the run), got {fraction!r}")
+    if not (isinstance(peak, (int, float)) and peak >= 0):
+        raise ValueError(f"peak must be a learning rate >= 0, got {peak!r}")
+    if not (isinstance(warmup_fraction, (int, float)) and 0 <= warmup_fraction < 1):
+        raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction!r}")
+    if not (isinstance(final_fraction, (int, float)) and 0 <= final_fraction <= 1):
+        raise ValueError(f"final_fraction must be in [0, 1], got {final_fraction!r}")
+    if fraction < warmup_fraction:
+        return peak * fraction / warmup_fraction
+    progress = min(1.0, (fraction - warmup_fraction) / (1.0 - warmup_fraction))
+    floor = peak * final_fraction
+    return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def _check_points(x, dim: int, what: str = "x") -> torch.Tensor:
@@ -109,7 +144,7 @@ def _mlp(in_features, out_features, hidden, n_hidden_layers, activation, linear=
 
 
 class AffineCoupling(nn.Module):
-    r"""One RealNVP layer (5.3): keeps :math:`x_a` (mask 1), scales and shifts :math:`x_b` (mask 0).
+    r"""One RealNVP layer (eq. ch5-eq-coupling): keeps :math:`x_a` (mask 1), scales and shifts :math:`x_b` (mask 0).
 
     ``mask`` is a 0/1 vector of length :math:`D` with at least one 0 and one 1. One MLP
     (``n_hidden_layers`` layers of width ``hidden``) maps the :math:`d_a` kept coordinates to
@@ -145,7 +180,7 @@ class AffineCoupling(nn.Module):
         return log_scale, shift
 
     def couple(self, kept: torch.Tensor, moved: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""(5.3) on the two halves: :math:`(x_b e^{s(x_a)} + t(x_a),\ \sum_j s_j)`, shapes (n, d_b) and (n,)."""
+        r"""Eq. ch5-eq-coupling on the two halves: :math:`(x_b e^{s(x_a)} + t(x_a),\ \sum_j s_j)`, shapes (n, d_b) and (n,)."""
         log_scale, shift = self.scale_and_shift(kept)
         return moved * torch.exp(log_scale) + shift, log_scale.sum(dim=-1)
 
@@ -155,7 +190,7 @@ class AffineCoupling(nn.Module):
         return (moved - shift) * torch.exp(-log_scale)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        r"""Data side to latent side: ``(z, log_det)`` with log_det :math:`= \sum_j s_j` (5.4), shape (n,)."""
+        r"""Data side to latent side: ``(z, log_det)`` with log_det :math:`= \sum_j s_j` (eq. ch5-eq-coupling-logdet), shape (n,)."""
         _check_points(x, self.dim)
         moved, log_det = self.couple(x[:, self.kept_index], x[:, self.moved_index])  # (n, d_b), (n,)
         return x.index_copy(1, self.moved_index, moved), log_det
@@ -170,10 +205,12 @@ class AffineCoupling(nn.Module):
 class RealNVP(GenerativeModel):
     r"""A stack of ``n_layers`` affine couplings with alternating masks and a :math:`\mathcal N(0, I)` base.
 
-    ``log_prob`` is (5.1) with the log-determinants of (5.2); ``sample`` draws :math:`z\sim\pi` and
-    runs the layers backwards. Keyword arguments go to every :class:`AffineCoupling`. The defaults
-    are the benchmark's tuned 2D model: many narrow layers (24 x 2x48) beat a few wide ones
-    (8 x 2x128) at the same cost, and the bound :math:`|s| \le 3` lets it train at a high rate.
+    ``log_prob`` is eq. ch5-eq-change-of-variables with the log-determinants summed as in eq.
+    ch5-eq-composition; ``sample`` draws :math:`z\sim p_Z` and runs the layers backwards. Keyword
+    arguments go to every :class:`AffineCoupling`. The defaults (24 couplings, each with two
+    hidden layers of 48 units, :math:`|s| \le 3`, identity initialisation) are the 2D model of the
+    benchmark ``flow-8gaussians``, whose recorded runs compare them with wider, shallower and
+    unbounded variants.
     """
 
     log_prob_kind = "exact"
@@ -188,7 +225,7 @@ class RealNVP(GenerativeModel):
         )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(z, log_det)``: ``x`` (n, D) through every layer, the log-determinants summed (5.2).
+        """``(z, log_det)``: ``x`` (n, D) through every layer, the log-determinants summed (eq. ch5-eq-composition).
 
         Same result as ``layer(x)`` applied in turn, but the even and odd coordinates are
         split once and each layer updates one half in place of gathering and scattering
@@ -225,7 +262,7 @@ class RealNVP(GenerativeModel):
         return points
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        r""":math:`\log p_\theta(x) = \log\pi(f(x)) + \sum_\ell\log|\det J_\ell|` (5.1), shape (n,)."""
+        r""":math:`\log p_\theta(x) = \log p_Z(f(x)) + \sum_\ell\log|\det J_\ell|` (eq. ch5-eq-change-of-variables), shape (n,)."""
         z, log_det = self(x)
         return standard_normal_log_prob(z) + log_det
 
@@ -244,7 +281,7 @@ def _sample_through(model, n, generator, seed) -> torch.Tensor:
 
 
 class ResidualFlowBlock(nn.Module):
-    r"""Invertible residual block :math:`F(x) = x + g(x)` with :math:`\mathrm{Lip}(g) \le c < 1` (5.5).
+    r"""Invertible residual block :math:`F(x) = x + g(x)` with :math:`\mathrm{Lip}(g) \le c < 1` (eq. ch5-eq-residual).
 
     :math:`g = c\cdot\mathrm{MLP}`: spectrally normalised linear layers (``n_power_iterations``
     power-iteration steps per training forward) and 1-Lipschitz activations (``elu``, ``tanh``,
@@ -328,7 +365,7 @@ class ResidualFlowBlock(nn.Module):
 
 class ResidualFlow(GenerativeModel):
     r"""``n_blocks`` residual blocks (:class:`ResidualFlowBlock`) on a :math:`\mathcal N(0, I)` base:
-    exact ``log_prob`` (5.1) by dense Jacobians (small :math:`D` only), ``sample`` by fixed-point
+    exact ``log_prob`` (eq. ch5-eq-change-of-variables) by dense Jacobians (small :math:`D` only), ``sample`` by fixed-point
     inversion of the blocks from last to first."""
 
     log_prob_kind = "exact"
