@@ -1,4 +1,6 @@
-r"""scikit-learn's 8x8 handwritten digits with a fixed train/test split (data for chapters 0 and 7-11).
+r"""scikit-learn's 8x8 handwritten digits with a fixed train/test split (chapter 0, section ch0-data).
+
+The images are used from chapter 0 on (chapter 4 models them autoregressively, in bits per pixel).
 
 The 1,797 images ship inside scikit-learn (:func:`sklearn.datasets.load_digits`), so nothing
 is downloaded. Each pixel is a grey level in :math:`\{0, 1, \dots, 16\}` (the number of "on"

@@ -1,8 +1,9 @@
 r"""Entropy, KL divergence, likelihood and Monte Carlo error bars (chapter 2).
 
 Chapter 2 turns "make :math:`P_\theta` look like :math:`P_\text{data}`" into a number to
-minimise. For discrete distributions :math:`p, q` over the same outcomes (the last axis of a
-tensor here; every other axis is a batch axis):
+minimise. Equations are cited by their labels in ``book/02_maximum_likelihood_kl.md``. For
+discrete distributions :math:`p, q` over the same outcomes (the last axis of a tensor here;
+every other axis is a batch axis), eqs. ch2-eq-kl and ch2-eq-kl-cross-entropy:
 
 .. math::
 
@@ -10,19 +11,21 @@ tensor here; every other axis is a batch axis):
     H(p, q) = -\sum_x p(x)\log q(x), \qquad
     \mathrm{KL}(p\,\|\,q) = \sum_x p(x)\log\frac{p(x)}{q(x)} = H(p, q) - H(p).
 
-Gibbs' inequality, :math:`\mathrm{KL}(p\|q) \ge 0` with equality iff :math:`p = q`, follows
-from :math:`\log t \le t - 1`. With :math:`p = P_\text{data}` the entropy is a constant, so
+Gibbs' inequality (section ch2-gibbs), :math:`\mathrm{KL}(p\|q) \ge 0` with equality iff
+:math:`p = q`, follows from :math:`\log t \le t - 1`. With :math:`p = P_\text{data}` the
+entropy is a constant, so (eq. ch2-eq-kl-nll)
 
 .. math::
 
     \mathrm{KL}(P_\text{data}\|P_\theta) = -H(P_\text{data})
         - \mathbb{E}_{x\sim P_\text{data}}\log P_\theta(x)
-    \approx -H(P_\text{data}) + \underbrace{\Big[-\frac1M\sum_{i=1}^M \log P_\theta(x_i)\Big]}_{\text{NLL}},
+    \approx -H(P_\text{data}) + \underbrace{\Big[-\frac1N\sum_{i=1}^N \log P_\theta(x_i)\Big]}_{\text{NLL}},
 
-and minimising the KL is maximising the likelihood. The NLL is a Monte Carlo average, so
-it comes with an error bar: for :math:`M` samples with integrated autocorrelation time
-:math:`\tau` (1 for independent draws),
-:math:`\bar O \pm \sqrt{\mathrm{Var}(O)\,\tau / M}` (:func:`monte_carlo_mean`).
+and minimising the KL is maximising the likelihood (the NLL is eq. ch2-eq-nll). The NLL is a
+Monte Carlo average, so it comes with an error bar: for :math:`N` samples with integrated
+autocorrelation time :math:`\tau` (1 for independent draws),
+:math:`\bar O \pm \sqrt{\mathrm{Var}(O)\,\tau / N}` (eq. ch2-eq-stderr, :func:`monte_carlo_mean`;
+the factor :math:`\tau` is derived in chapter 3).
 
 Conventions: natural logarithms (nats); :math:`0\log 0 = 0` (the limit of
 :math:`t\log t`), so outcomes with :math:`p(x) = 0` contribute nothing, while
@@ -152,7 +155,7 @@ def kl_divergence(p, q) -> torch.Tensor:
 # ----------------------------------------------------------------------------- Gaussian
 
 def gaussian_kl(mu, logvar, mu_p=None, logvar_p=None) -> torch.Tensor:
-    r"""KL between diagonal Gaussians, summed over the last axis (the VAE's regulariser).
+    r"""KL between diagonal Gaussians, summed over the last axis (eq. ch2-eq-gaussian-kl per axis).
 
     For :math:`q = \mathcal N(\mu, \mathrm{diag}\,\sigma^2)` and
     :math:`p = \mathcal N(\mu_p, \mathrm{diag}\,\sigma_p^2)` with
@@ -164,7 +167,7 @@ def gaussian_kl(mu, logvar, mu_p=None, logvar_p=None) -> torch.Tensor:
             + \frac{\sigma_j^2 + (\mu_j - \mu_{p,j})^2}{\sigma_{p,j}^2} - 1\Big],
 
     which for the default prior :math:`p = \mathcal N(0, I)` is
-    :math:`\frac12\sum_j(\sigma_j^2 + \mu_j^2 - 1 - \log\sigma_j^2)`.
+    :math:`\frac12\sum_j(\sigma_j^2 + \mu_j^2 - 1 - \log\sigma_j^2)`, the VAE's regulariser.
     ``mu_p`` and ``logvar_p`` default to 0 separately; all four arguments broadcast.
     Returns shape ``broadcast(...)[:-1]``.
     """
@@ -187,11 +190,11 @@ def gaussian_kl(mu, logvar, mu_p=None, logvar_p=None) -> torch.Tensor:
 # ----------------------------------------------------------------------------- likelihood
 
 def negative_log_likelihood(model, x, batch_size: int | None = None) -> float:
-    r"""Mean negative log-likelihood :math:`-\frac1n\sum_i \log P_\theta(x_i)` in nats.
+    r"""Mean negative log-likelihood :math:`-\frac1N\sum_i \log P_\theta(x_i)` in nats (eq. ch2-eq-nll).
 
-    ``model`` is anything with ``log_prob(x) -> (n,)`` (a gmcourse model, a toy density, a
+    ``model`` is anything with ``log_prob(x) -> (N,)`` (a gmcourse model, a toy density, a
     :mod:`torch.distributions` object with a scalar event). The data ``x`` (shape
-    ``(n, *event_shape)``) is fed in batches of ``batch_size`` (all at once if None) under
+    ``(N, *event_shape)``) is fed in batches of ``batch_size`` (all at once if None) under
     :func:`torch.no_grad`; the sum is accumulated in float64. The model's train/eval mode is
     left alone: call ``model.eval()`` first if it uses dropout or batch norm.
 
@@ -241,15 +244,15 @@ def bits_per_dim(nll_nats, dim: int):
 # ----------------------------------------------------------------------------- Monte Carlo
 
 def monte_carlo_mean(values, tau: float = 1.0) -> Estimate:
-    r"""Monte Carlo estimate :math:`\bar O = \frac1M\sum_i O_i` with its standard error.
+    r"""Monte Carlo estimate :math:`\bar O = \frac1N\sum_i O_i` with its standard error (eq. ch2-eq-stderr).
 
-    The error bar is :math:`s\sqrt{\tau/M}` with :math:`s` the sample standard deviation
+    The error bar is :math:`s\sqrt{\tau/N}` with :math:`s` the sample standard deviation
     (ddof = 1) and :math:`\tau \ge 1` the integrated autocorrelation time of the sequence
     (1 for independent draws; estimate it with :mod:`gmcourse.sampling` for MCMC output).
     """
     values = _as_float_tensor(values, "values").detach()
     if values.dim() != 1:
-        raise ValueError(f"values must be one-dimensional (M samples), got shape {tuple(values.shape)}")
+        raise ValueError(f"values must be one-dimensional (N samples), got shape {tuple(values.shape)}")
     n = values.shape[0]
     if n < 2:
         raise ValueError(f"need at least 2 values to estimate an error bar, got {n}")

@@ -7,7 +7,9 @@ in the spirit of :mod:`torch.distributions`:
 ``log_prob(x) -> Tensor of shape (n,)``
     :math:`\log P_\theta(x)` for a batch ``x`` of shape ``(n, *event_shape)``, in nats.
     Exact where the family allows it (autoregressive models, flows, small Ising models);
-    otherwise a *named* substitute, declared in the class attribute ``log_prob_kind``:
+    otherwise a *named* substitute, declared in the class attribute ``log_prob_kind``; the
+    kinds follow the taxonomy of chapter 0 (section ch0-taxonomy of
+    ``book/00_why_generative_models.md``):
 
     ==================  ===================================================================
     ``"exact"``         the normalised log-density / log-probability
@@ -23,7 +25,8 @@ in the spirit of :mod:`torch.distributions`:
 
 ``loss(x) -> scalar Tensor``
     What training minimises on a batch. For maximum-likelihood families this is the mean
-    negative log-likelihood :math:`-\frac1n\sum_i \log P_\theta(x_i)`, the default below.
+    negative log-likelihood :math:`-\frac1n\sum_i \log P_\theta(x_i)` (eq. ch2-eq-nll), the
+    default below.
 
 Data distributions (:class:`gmcourse.ising.IsingModel`, the 2D toys) follow the same
 ``log_prob`` / ``sample`` part of the protocol, so a model and the truth it imitates can be
@@ -78,7 +81,7 @@ class GenerativeModel(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} must implement sample(n, generator)")
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean negative log-likelihood of the batch ``x`` (nats per example)."""
+        """Mean negative log-likelihood of the batch ``x`` (nats per example; eq. ch2-eq-nll)."""
         if self.log_prob_kind not in ("exact", "lower_bound", "estimate"):
             raise NotImplementedError(
                 f"{type(self).__name__} has log_prob_kind={self.log_prob_kind!r}; "

@@ -1,8 +1,9 @@
-r"""Two-dimensional toy distributions whose densities are known exactly (chapters 2 and 3).
+r"""Two-dimensional toy distributions whose densities are known exactly (used from chapter 0 on).
 
 A model trained on samples from one of these toys can be scored against the truth: with an
 exact :math:`\log P_\text{data}`, the NLL of a model on fresh data and the data entropy give
-:math:`\mathrm{KL}(P_\text{data}\|P_\theta) = \mathrm{NLL} - H(P_\text{data}) \ge 0` (chapter 2).
+:math:`\mathrm{KL}(P_\text{data}\|P_\theta) = \mathrm{NLL} - H(P_\text{data}) \ge 0`
+(eq. ch2-eq-kl-nll in ``book/02_maximum_likelihood_kl.md``).
 
 ``EightGaussians``
     An equal mixture of 8 isotropic Gaussians centred on a circle,
@@ -32,7 +33,7 @@ exact :math:`\log P_\text{data}`, the NLL of a model on fresh data and the data 
 Every toy has ``sample(n, generator=None, seed=None) -> (n, 2)`` float32, ``log_prob(x) ->
 (n,)`` (computed in float64, returned in ``x``'s floating dtype, differentiable in ``x``),
 ``log_prob_kind = "exact"`` and ``entropy(n)``, a Monte Carlo estimate
-:math:`-\frac1n\sum_i\log p(x_i)` with its error bar.
+:math:`-\frac1n\sum_i\log p(x_i)` with its error bar (eq. ch2-eq-stderr).
 """
 
 from __future__ import annotations
