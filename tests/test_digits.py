@@ -73,9 +73,26 @@ def test_loading_is_deterministic_and_returns_fresh_tensors():
     assert torch.equal(again_images[1:], images[1:])
 
 
-def test_device_option_moves_both_tensors():
-    images, labels = load_digits("test", form="float", device="cpu")
-    assert images.device == labels.device == torch.device("cpu")
+DEVICES = [
+    "cpu",
+    # The meta device keeps shapes and dtypes but no values: a result there proves that the
+    # device argument was used, which the CPU case alone (the default) could not show.
+    "meta",
+    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("form", FORMS)
+def test_device_argument_puts_both_tensors_there_and_keeps_dtype_and_values(device, form):
+    reference_images, reference_labels = load_digits("test", form=form)  # default: CPU
+    images, labels = load_digits("test", form=form, device=device)
+    assert images.device.type == device and labels.device.type == device
+    assert images.dtype == reference_images.dtype and labels.dtype == reference_labels.dtype
+    assert images.shape == reference_images.shape and labels.shape == reference_labels.shape
+    if device != "meta":  # meta tensors have no values to compare
+        assert torch.equal(images.cpu(), reference_images)
+        assert torch.equal(labels.cpu(), reference_labels)
 
 
 def test_bad_split_or_form_raises_and_lists_the_options():
@@ -83,4 +100,11 @@ def test_bad_split_or_form_raises_and_lists_the_options():
         load_digits("valid")
     with pytest.raises(ValueError, match=r"form must be one of \('levels', 'float', 'binary'\), got 'bits'"):
         load_digits("train", form="bits")
-    assert SPLITS == ("train", "test", "all") and FORMS == ("levels", "float", "binary")
+
+
+@pytest.mark.parametrize("split", SPLITS)
+@pytest.mark.parametrize("form", FORMS)
+def test_every_advertised_split_and_form_loads(split, form):
+    images, labels = load_digits(split, form=form, flatten=True)
+    assert images.shape == (len(labels), 64)
+    assert images.dtype == (torch.int64 if form == "levels" else torch.float32)

@@ -31,15 +31,28 @@ class DiagonalGaussian(GenerativeModel):
 
 def test_default_loss_is_mean_negative_log_likelihood():
     model = DiagonalGaussian(3)
+    with torch.no_grad():  # parameters away from N(0, I), so a loss that ignored them would fail
+        model.mu.copy_(torch.tensor([0.5, -1.0, 2.0]))
+        model.log_sigma.copy_(torch.tensor([0.0, 0.7, -0.3]))
     x = torch.randn(50, 3, generator=make_generator(seed=1))
-    oracle = torch.distributions.Independent(torch.distributions.Normal(torch.zeros(3), torch.ones(3)), 1)
+    oracle = torch.distributions.Independent(
+        torch.distributions.Normal(model.mu.detach(), model.log_sigma.detach().exp()), 1
+    )
     torch.testing.assert_close(model.loss(x), -oracle.log_prob(x).mean())
 
 
-def test_model_satisfies_the_distribution_protocol():
+def test_model_satisfies_the_distribution_protocol_and_a_sampler_alone_does_not():
     model = DiagonalGaussian(2)
     assert isinstance(model, Distribution)
     assert model.sample(7, generator=make_generator(seed=0)).shape == (7, 2)
+
+    class SamplerOnly:
+        log_prob_kind = "none"
+
+        def sample(self, n, generator=None):
+            return torch.zeros(n, 2)
+
+    assert not isinstance(SamplerOnly(), Distribution)
 
 
 def test_unknown_log_prob_kind_is_rejected_at_class_creation():
@@ -57,12 +70,34 @@ def test_implicit_model_must_define_its_own_loss():
         Implicit().loss(torch.zeros(1, 2))
 
 
-def test_same_seed_gives_same_numbers_and_generator_is_passed_through():
+def test_seed_determines_the_numbers_and_generator_is_passed_through():
     a = torch.rand(5, generator=make_generator(seed=42))
     b = torch.rand(5, generator=make_generator(seed=42))
+    c = torch.rand(5, generator=make_generator(seed=43))
     torch.testing.assert_close(a, b)
+    assert not torch.equal(a, c)  # a generator that ignored its seed would give a == c
+    torch.testing.assert_close(a, torch.rand(5, generator=torch.Generator().manual_seed(42)))
     g = torch.Generator()
     assert make_generator(generator=g) is g
+
+
+def test_without_seed_the_generator_follows_the_global_seed():
+    torch.manual_seed(7)
+    a = torch.rand(5, generator=make_generator())
+    torch.manual_seed(7)
+    b = torch.rand(5, generator=make_generator())
+    torch.manual_seed(8)
+    c = torch.rand(5, generator=make_generator())
+    torch.testing.assert_close(a, b)
+    assert not torch.equal(a, c)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_make_generator_honours_the_device():
+    g = make_generator(seed=3, device="cuda")
+    assert g.device.type == "cuda"
+    x = torch.rand(4, generator=g, device="cuda")
+    torch.testing.assert_close(x, torch.rand(4, generator=make_generator(seed=3, device="cuda"), device="cuda"))
 
 
 def test_make_generator_rejects_ambiguous_or_wrong_arguments():
@@ -74,10 +109,13 @@ def test_make_generator_rejects_ambiguous_or_wrong_arguments():
         make_generator(generator=3)
 
 
-def test_progress_is_silent_under_nbgrader(monkeypatch, capsys):
+def test_progress_is_silent_under_nbgrader_and_visible_otherwise(monkeypatch, capsys):
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    assert list(progress(range(3), desc="counting")) == [0, 1, 2]
+    assert "counting" in capsys.readouterr().err  # the bar is drawn on stderr ...
     monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
-    assert list(progress(range(3), desc="x")) == [0, 1, 2]
-    assert capsys.readouterr().err == ""
+    assert list(progress(range(3), desc="counting")) == [0, 1, 2]
+    assert capsys.readouterr().err == ""  # ... and not under nbgrader
 
 
 def test_bookcheck_flags_published_solutions(tmp_path):

@@ -224,6 +224,17 @@ def test_sample_shape_dtype_and_reproducibility(name):
     assert toy.log_prob(x.double()).dtype == torch.float64
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", sorted(TOYS))
+def test_sampling_and_log_prob_stay_on_the_generator_device(name):
+    toy = get_toy(name)
+    x = toy.sample(1000, generator=torch.Generator(device="cuda").manual_seed(0))
+    assert x.device.type == "cuda" and x.dtype == torch.float32
+    log_p = toy.log_prob(x)
+    assert log_p.device.type == "cuda"
+    torch.testing.assert_close(log_p.cpu(), toy.log_prob(x.cpu()))  # same float64 formula on both devices
+
+
 @pytest.mark.parametrize(
     ("build", "match"),
     [
