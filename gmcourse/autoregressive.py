@@ -1,51 +1,60 @@
 r"""Autoregressive models: exact likelihoods from the chain rule (chapter 4).
 
-Any joint distribution of :math:`D` discrete variables factorises, for any ordering
-:math:`\sigma` of them (there are :math:`D!`), into one-dimensional conditionals
+Equations are cited by their labels in ``book/04_autoregressive.md``. Any joint distribution of
+:math:`D` discrete variables factorises, for any ordering :math:`\sigma` of them (there are
+:math:`D!`), into one-dimensional conditionals (eq. ``ch4-eq-chain-rule``),
 
-.. math:: p(x) = \prod_{j=1}^{D} p\big(x_{\sigma_j} \mid x_{\sigma_1}, \dots, x_{\sigma_{j-1}}\big). \tag{4.1}
+.. math:: p(x) = \prod_{j=1}^{D} p\big(x_{\sigma_j} \mid x_{\sigma_1}, \dots, x_{\sigma_{j-1}}\big).
 
 An autoregressive model lets a network output every conditional as a categorical
 distribution over the :math:`K` values a variable can take,
-:math:`p(x_d = k \mid x_{<d}) = \mathrm{softmax}(\ell_d)_k` with logits :math:`\ell_d(x_{<d})`,
-so that the log-likelihood is an exact sum of cross-entropies (4.2),
+:math:`p(x_d = c \mid x_{<d}) = \mathrm{softmax}(\ell_d)_c` with logits :math:`\ell_d(x_{<d})`,
+so that the log-likelihood is an exact sum of cross-entropies (eq. ``ch4-eq-categorical``),
 
-.. math:: \log p(x) = \sum_d \sum_{k=1}^{K} [x_d = k]\, \log \mathrm{softmax}(\ell_d)_k . \tag{4.2}
+.. math:: \log p(x) = \sum_d \sum_{c=1}^{K} [x_d = c]\, \log \mathrm{softmax}(\ell_d)_c .
 
-The one rule every architecture must obey is the *autoregressive property*: the logits
-:math:`\ell_d` may depend on no variable generated at or after :math:`x_d`, i.e.
-:math:`\partial \ell_d / \partial x_e = 0` whenever :math:`e` does not come before :math:`d`. Then
-(4.2) is normalised by construction, and :meth:`AutoregressiveModel.sample` draws exactly from
-it by *ancestral sampling*: generate :math:`x_{\sigma_1}`, feed it back, draw :math:`x_{\sigma_2}`,
-and so on (:math:`D` network calls). Three ways to build such a network:
+The one rule every architecture must obey is the *autoregressive property*
+(eq. ``ch4-eq-autoregressive-property``): the logits :math:`\ell_d` may depend on no variable
+generated at or after :math:`x_d`. Then the product of conditionals is normalised by
+construction, and :meth:`AutoregressiveModel.sample` draws exactly from it by *ancestral
+sampling*: generate :math:`x_{\sigma_1}`, feed it back, draw :math:`x_{\sigma_2}`, and so on
+(:math:`D` network calls). The networks, from the least to the most context:
 
-``MADE``
-    A multilayer perceptron whose weights are multiplied by 0/1 masks (:class:`MaskedLinear`).
-    Each unit gets a *degree* :math:`m`: input :math:`x_d` has the rank of :math:`d` in the
-    ordering; a hidden unit of degree :math:`m` may see units of degree :math:`\le m`; the
-    logits of a variable of rank :math:`r` may see only units of degree :math:`< r` (4.3).
-    One pass gives all :math:`D` conditionals (Germain et al. 2015).
+``WindowMLP``
+    A finite-memory model (eq. ``ch4-eq-window``): one small perceptron, shared by every
+    position, reads the last :math:`k` variables and outputs the next one's logits; a learned
+    Markov chain of order :math:`k`.
 ``CausalConv1dAR``
-    A stack of causal 1D convolutions along the sequence (an 8x8 image is read row by row).
-    The first layer is *strictly* causal ("mask A": position :math:`t` sees :math:`< t`), the
-    later ones causal ("mask B": :math:`\le t`), with dilations :math:`1, 2, 4, \dots`; a model
-    with receptive field :math:`R` is an order-:math:`R` Markov chain, a finite-memory
-    autoregressive model.
+    A stack of causal 1D convolutions along the sequence (an 8x8 image is read row by row,
+    eq. ``ch4-eq-causal-conv``). The first layer is *strictly* causal ("mask A": position
+    :math:`t` sees :math:`< t`), the later ones causal ("mask B": :math:`\le t`), with dilations
+    :math:`1, 2, 4, \dots`; a model with receptive field :math:`R` is an order-:math:`R` Markov
+    chain.
 ``GRUAutoregressive``
     A recurrent network reads :math:`x_1, \dots, x_{t-1}` into a hidden state :math:`h_t`
-    and outputs :math:`\ell_t = W h_t + b_t`; sampling carries :math:`h_t` along.
+    (eqs. ``ch4-eq-rnn``, ``ch4-eq-gru``) and outputs :math:`\ell_t = W h_t + b_t`; sampling
+    carries :math:`h_t` along.
+``NADE``
+    One hidden layer per conditional, all sharing one weight matrix (eq. ``ch4-eq-nade``), so
+    that all :math:`D` hidden layers cost :math:`O(D n_h)` by a running sum
+    (eq. ``ch4-eq-nade-recursion``) (Larochelle and Murray 2011).
+``MADE``
+    A multilayer perceptron whose weights are multiplied by 0/1 masks (:class:`MaskedLinear`)
+    built from *degrees* (eq. ``ch4-eq-made-masks``). One pass gives all :math:`D` conditionals
+    (Germain et al. 2015).
 
 How values become classes and network inputs (every model here): ``value_set`` lists the
-:math:`K` values in increasing order and class :math:`k` is ``value_set[k]``. Spins (the
+:math:`K` values in increasing order and class :math:`c` is ``value_set[c]``. Spins (the
 default for :math:`K = 2`) are ``(-1., 1.)``: :math:`s = -1` is class 0 and :math:`s = +1` class
 1, and the network sees the spin itself as one number. Grey levels (default for :math:`K > 2`)
 are ``0, 1, ..., K-1`` (class = level, e.g. 17 levels of the 8x8 digits) and the network sees a
 one-hot vector of length :math:`K` per variable. Data enter as (n, D) tensors; ``sample``
 returns values of ``value_set``'s dtype (float spins, int64 levels).
 
-:class:`SymmetrizedModel` averages a model over a symmetry group of the data (4.4); with
-:func:`lattice_symmetries` it makes a spin model invariant under the 256 symmetries of the
-periodic 4x4 Ising lattice (``gmcourse.bench.ising_ar``).
+:class:`SymmetrizedModel` averages a model over a symmetry group of the data
+(eq. ``ch4-eq-symmetrised``); with :func:`lattice_symmetries` it makes a spin model invariant
+under the 256 symmetries of the periodic 4x4 Ising lattice, and :func:`random_symmetry` moves
+training data by random group elements (data augmentation).
 """
 
 from __future__ import annotations
@@ -59,12 +68,13 @@ from torch import nn
 from .protocol import GenerativeModel
 from .utils import make_generator
 
-__all__ = ["AutoregressiveModel", "MaskedLinear", "MADE", "CausalConv1d", "CausalConv1dAR",
-           "GRUAutoregressive", "SymmetrizedModel", "lattice_symmetries"]
+__all__ = ["AutoregressiveModel", "MaskedLinear", "MADE", "NADE", "WindowMLP", "CausalConv1d", "CausalConv1dAR",
+           "GRUAutoregressive", "SymmetrizedModel", "lattice_symmetries", "random_symmetry"]
 
 
 class AutoregressiveModel(GenerativeModel):
-    """Shared machinery: value <-> class mapping, exact ``log_prob`` (4.2), ancestral ``sample``.
+    """Shared machinery: value <-> class mapping, exact ``log_prob`` (eq. ``ch4-eq-categorical``),
+    ancestral ``sample``.
 
     A subclass builds a network ``forward(inputs) -> logits`` with ``inputs`` the encoded
     variables (n, D, C) (C = 1 for K = 2, else C = K one-hot) and logits (n, D, K), obeying
@@ -114,7 +124,8 @@ class AutoregressiveModel(GenerativeModel):
         return F.log_softmax(self(self.encode(self.classes(x))), dim=-1)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """Exact :math:`\\log p(x)` (4.2), shape (n,): the chain rule as a sum over variables."""
+        """Exact :math:`\\log p(x)` (eq. ``ch4-eq-categorical``), shape (n,): the chain rule as a sum
+        over variables."""
         classes = self.classes(x)  # (n, D)
         log_probs = F.log_softmax(self(self.encode(classes)), dim=-1)  # (n, D, K)
         return log_probs.gather(-1, classes.unsqueeze(-1)).squeeze(-1).sum(-1)
@@ -134,6 +145,11 @@ class AutoregressiveModel(GenerativeModel):
 def _check_count(n):
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 
 class MaskedLinear(nn.Linear):
@@ -156,7 +172,7 @@ class MaskedLinear(nn.Linear):
 class MADE(AutoregressiveModel):
     r"""Masked autoencoder for distribution estimation with categorical outputs.
 
-    Degrees (4.3), with ranks :math:`r(d) \in \{0, \dots, D-1\}` from the generation order:
+    Degrees (eq. ``ch4-eq-made-masks``), with ranks :math:`r(d) \in \{0, \dots, D-1\}` from the generation order:
     inputs of variable :math:`d` have degree :math:`r(d)`; hidden unit :math:`j` of every layer has
     degree :math:`j \bmod (D-1)` (spread evenly over :math:`0, \dots, D-2`); a weight is kept
     when the receiving degree is :math:`\ge` the sending one (hidden layers) or :math:`>` it
@@ -205,6 +221,91 @@ class MADE(AutoregressiveModel):
         if self.direct is not None:
             logits = logits + self.direct(flat)
         return logits.view(-1, self.n_inputs, self.n_classes)
+
+
+class NADE(AutoregressiveModel):
+    r"""Neural autoregressive distribution estimator (Larochelle and Murray 2011), natural order.
+
+    Conditional :math:`d` has its own hidden layer, built from weights *shared* by all
+    conditionals (eq. ``ch4-eq-nade``):
+
+    .. math:: a_d = c + \sum_{e<d} W_e\, x_e, \qquad h_d = \mathrm{sigmoid}(a_d), \qquad
+              \ell_d = V_d\, h_d + b_d,
+
+    with :math:`W_e` the (n_h, C) input weights of variable :math:`e` (the same in every
+    :math:`a_d` with :math:`d > e`), :math:`c` one hidden bias, and output weights :math:`V_d`
+    (K, n_h) and biases :math:`b_d` per variable. Because :math:`a_{d+1} = a_d + W_d x_d`
+    (eq. ``ch4-eq-nade-recursion``), :meth:`forward` gets all :math:`D` hidden layers from one
+    cumulative sum, :math:`O(D\, n_h)` operations per data point, where :meth:`forward_naive`
+    (the definition, for checking) needs :math:`O(D^2 n_h)`; :meth:`sample` runs the same
+    recursion one variable at a time."""
+
+    def __init__(self, n_inputs: int, n_classes: int = 2, hidden_size: int = 64, value_set=None):
+        super().__init__(n_inputs, n_classes, value_set)
+        _check_positive_int("hidden_size", hidden_size)
+        fan_in = n_inputs * self.n_channels
+        self.input_weight = nn.Parameter(torch.randn(n_inputs, self.n_channels, hidden_size) / math.sqrt(fan_in))
+        self.hidden_bias = nn.Parameter(torch.zeros(hidden_size))  # c
+        self.output_weight = nn.Parameter(torch.randn(n_inputs, n_classes, hidden_size) / math.sqrt(hidden_size))
+        self.output_bias = nn.Parameter(torch.zeros(n_inputs, n_classes))  # b_d
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Encoded inputs (n, D, C) -> logits (n, D, K), by the running sum."""
+        contributions = torch.einsum("ndc,dch->ndh", inputs, self.input_weight)  # (n, D, n_h): W_e x_e
+        earlier = F.pad(contributions[:, :-1], (0, 0, 1, 0))  # (n, D, n_h): row d holds W_{d-1} x_{d-1}
+        hidden = torch.sigmoid(self.hidden_bias + earlier.cumsum(dim=1))  # (n, D, n_h): h_d, from x_{<d}
+        return torch.einsum("ndh,dkh->ndk", hidden, self.output_weight) + self.output_bias
+
+    def forward_naive(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The same logits computed from the definition, one hidden layer at a time (O(D^2 n_h))."""
+        logits = []
+        for d in range(self.n_inputs):
+            a = self.hidden_bias + torch.einsum("nec,ech->nh", inputs[:, :d], self.input_weight[:d])  # (n, n_h)
+            logits.append(torch.sigmoid(a) @ self.output_weight[d].T + self.output_bias[d])  # (n, K)
+        return torch.stack(logits, dim=1)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, seed: int | None = None) -> torch.Tensor:
+        """``n`` exact draws (n, D): the running sum carried along, O(D n_h) per draw."""
+        _check_count(n)
+        g = make_generator(seed, generator, device=self.values.device)
+        classes = torch.empty(n, self.n_inputs, dtype=torch.long, device=self.values.device)
+        a = self.hidden_bias.expand(n, -1)  # (n, n_h): a_1 = c
+        for d in range(self.n_inputs):
+            probs = F.softmax(torch.sigmoid(a) @ self.output_weight[d].T + self.output_bias[d], dim=-1)  # (n, K)
+            classes[:, d] = torch.multinomial(probs, 1, generator=g).squeeze(-1)
+            a = a + self.encode(classes[:, d:d + 1])[:, 0] @ self.input_weight[d]  # a_{d+1} = a_d + W_d x_d
+        return self.values[classes]
+
+
+class WindowMLP(AutoregressiveModel):
+    r"""A finite-memory model (eq. ``ch4-eq-window``): one perceptron, shared by all positions,
+    reads the previous ``window`` :math:`= k` variables and outputs the logits of the next,
+
+    .. math:: \ell_d = W_2\, \mathrm{relu}\big(W_1 [x_{d-1}, \dots, x_{d-k}] + c\big) + b_d ,
+
+    a learned Markov chain of order :math:`k` (eq. ``ch4-eq-markov``). Positions before the start
+    of the sequence are read as zeros ("no value": a spin is :math:`\pm1` and a one-hot vector has
+    a 1). The bias :math:`b_d` is learned per position and class, as in :class:`CausalConv1dAR`
+    (pixels near an edge are not like the others). ``hidden_size`` is :math:`n_h`."""
+
+    def __init__(self, n_inputs: int, n_classes: int = 2, window: int = 8, hidden_size: int = 32, value_set=None):
+        super().__init__(n_inputs, n_classes, value_set)
+        _check_positive_int("window", window)
+        _check_positive_int("hidden_size", hidden_size)
+        self.window = window
+        self.hidden = nn.Linear(window * self.n_channels, hidden_size)  # W_1, c
+        self.head = nn.Linear(hidden_size, n_classes, bias=False)  # W_2
+        self.position_bias = nn.Parameter(torch.zeros(n_inputs, n_classes))  # b_d
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Encoded inputs (n, D, C) -> logits (n, D, K); position d reads x_{d-k}, ..., x_{d-1}."""
+        k, n_inputs = self.window, self.n_inputs
+        padded = F.pad(inputs, (0, 0, k, 0))  # (n, k + D, C): k empty places before x_1
+        lags = [padded[:, k - j: k - j + n_inputs] for j in range(1, k + 1)]  # lag j: row d holds x_{d-j}
+        windows = torch.cat(lags, dim=-1)  # (n, D, k * C): row d holds [x_{d-1}, ..., x_{d-k}]
+        hidden = torch.relu(self.hidden(windows))  # (n, D, n_h)
+        return self.head(hidden) + self.position_bias
 
 
 class CausalConv1d(nn.Conv1d):
@@ -259,8 +360,12 @@ class CausalConv1dAR(AutoregressiveModel):
 
 
 class GRUAutoregressive(AutoregressiveModel):
-    r"""Recurrent conditionals: :math:`h_t = \mathrm{GRU}(h_{t-1}, x_{t-1})`, logits
-    :math:`\ell_t = W h_t + b_t` (a bias per position), with a learned start input at :math:`t = 1`.
+    r"""Recurrent conditionals (eq. ``ch4-eq-rnn``): :math:`h_t = \mathrm{GRU}(h_{t-1}, x_{t-1})`,
+    logits :math:`\ell_t = W h_t + b_t` (a bias per position), with a learned start input at
+    :math:`t = 1`. The cell is :class:`torch.nn.GRU`, whose update gate :math:`z` is the fraction of
+    the old state that is *kept* (eq. ``ch4-eq-gru``):
+    :math:`h_t = (1 - z) \odot n + z \odot h_{t-1}`, with the candidate
+    :math:`n = \tanh(W_n u + b_n + r \odot (U_n h_{t-1} + c_n))`.
     ``sample`` runs the recurrence once, carrying the hidden state (D GRU steps, not D passes)."""
 
     def __init__(self, n_inputs: int, n_classes: int = 2, hidden_size: int = 64, num_layers: int = 1,
@@ -296,7 +401,7 @@ def lattice_symmetries(L: int, spin_flip: bool = True, translations: bool = True
     r"""The symmetry group of the periodic :math:`L\times L` Ising model as site permutations.
 
     Returns ``(permutations (G, L*L) int64, signs (G,))``: element :math:`g` maps a row-major
-    flattened configuration :math:`s` to :math:`(gs)_i = \mathrm{sign}_g\, s_{\pi_g(i)}`. All
+    flattened configuration :math:`s` to :math:`(gs)_i = \mathrm{sign}_g\, s_{\mathrm{perm}_g(i)}`. All
     combinations of the 8 rotations/reflections of the square, the :math:`L^2` cyclic
     translations and the global flip :math:`s \to -s`: :math:`8 \cdot 16 \cdot 2 = 256` elements
     for :math:`L = 4` (for :math:`L = 2` some coincide; the list then covers the group evenly)."""
@@ -314,12 +419,23 @@ def lattice_symmetries(L: int, spin_flip: bool = True, translations: bool = True
     return permutations, signs
 
 
+def random_symmetry(x: torch.Tensor, permutations: torch.Tensor, signs: torch.Tensor,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    r"""Data augmentation: each configuration of ``x`` (n, D) moved by its own uniformly drawn
+    group element, :math:`(gx)_i = \mathrm{sign}_g\, x_{\mathrm{perm}_g(i)}`, with the group given as
+    by :func:`lattice_symmetries` (``permutations`` (G, D), ``signs`` (G,))."""
+    if x.ndim != 2 or x.shape[1] != permutations.shape[1]:
+        raise ValueError(f"x must have shape (n, {permutations.shape[1]}), got {tuple(x.shape)}")
+    element = torch.randint(len(signs), (len(x),), generator=generator, device=x.device)  # (n,)
+    return signs[element, None] * torch.gather(x, 1, permutations[element])  # (n, D)
+
+
 class SymmetrizedModel(GenerativeModel):
-    r"""A spin model averaged over a group :math:`G` of symmetries (4.4):
+    r"""A spin model averaged over a group :math:`G` of symmetries (eq. ``ch4-eq-symmetrised``):
 
-    .. math:: p_G(s) = \frac{1}{|G|} \sum_{g\in G} p(g s).  \tag{4.4}
+    .. math:: p_G(s) = \frac{1}{|G|} \sum_{g\in G} p(g s).
 
-    *Normalised*: each :math:`g` permutes the :math:`2^N` configurations, so
+    *Normalised*: each :math:`g` permutes the :math:`2^D` configurations, so
     :math:`\sum_s p(gs) = \sum_{s'} p(s') = 1` for every :math:`g`, and
     :math:`\sum_s p_G(s) = \frac1{|G|}\sum_g 1 = 1`. *Invariant*: for :math:`h\in G`,
     :math:`p_G(hs) = \frac1{|G|}\sum_g p(ghs) = p_G(s)` because :math:`g \mapsto gh` is a bijection
@@ -327,9 +443,9 @@ class SymmetrizedModel(GenerativeModel):
     :math:`s \sim p` and a uniform :math:`g`; then :math:`P(gs = x) = \frac1{|G|}\sum_g p(g^{-1}x) = p_G(x)`.
 
     ``log_prob`` is a log-mean-exp over the orbit. When the batch needs more evaluations than
-    there are configurations (:math:`n|G| \ge 2^N`, :math:`N \le 20`), ``base`` is evaluated once
-    on all :math:`2^N` states (numbered as in :meth:`gmcourse.ising.IsingModel.all_states`) and the
-    orbit is looked up in that table. Data: float ±1 spins (n, N)."""
+    there are configurations (:math:`n|G| \ge 2^D`, :math:`D \le 20`), ``base`` is evaluated once
+    on all :math:`2^D` states (numbered as in :meth:`gmcourse.ising.IsingModel.all_states`) and the
+    orbit is looked up in that table. Data: float ±1 spins (n, D)."""
 
     log_prob_kind = "exact"
     max_table_sites = 20
@@ -338,10 +454,10 @@ class SymmetrizedModel(GenerativeModel):
         super().__init__()
         permutations = torch.as_tensor(permutations, dtype=torch.long)
         if permutations.ndim != 2:
-            raise ValueError(f"permutations must have shape (G, N), got {tuple(permutations.shape)}")
+            raise ValueError(f"permutations must have shape (G, D), got {tuple(permutations.shape)}")
         group_size, n_sites = permutations.shape
         if not torch.equal(permutations.sort(1).values, torch.arange(n_sites).expand(group_size, -1)):
-            raise ValueError("every row of permutations must be a permutation of 0..N-1")
+            raise ValueError("every row of permutations must be a permutation of 0..D-1")
         signs = torch.ones(group_size) if signs is None else torch.as_tensor(signs, dtype=torch.float32)
         if signs.shape != (group_size,) or not ((signs == 1) | (signs == -1)).all():
             raise ValueError(f"signs must be (G,) = ({group_size},) entries of +-1, got shape {tuple(signs.shape)}")
@@ -358,32 +474,32 @@ class SymmetrizedModel(GenerativeModel):
             raise ValueError(f"x must hold spins +-1, got values {torch.unique(x)[:6].tolist()}")
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """Exact :math:`\\log p_G(x)` (4.4), shape (n,)."""
+        """Exact :math:`\\log p_G(x)` (eq. ``ch4-eq-symmetrised``), shape (n,)."""
         self._check(x)
         group_size, n = len(self.signs), x.shape[0]
         x = x.to(self.signs)
         if self.n_sites <= self.max_table_sites and n * group_size >= 2 ** self.n_sites:
             log_sum = self._orbit_logsumexp_from_table(x)  # (n,)
         else:
-            orbit = self.signs[:, None] * x[:, self.permutations]  # (n, G, N)
+            orbit = self.signs[:, None] * x[:, self.permutations]  # (n, G, D)
             log_sum = torch.logsumexp(self.base.log_prob(orbit.reshape(-1, self.n_sites)).view(n, group_size), 1)
         return log_sum - math.log(group_size)
 
     def _orbit_logsumexp_from_table(self, x):
-        """log sum_g p(g x), (n,), from one evaluation of ``base`` on all 2^N states.
+        """log sum_g p(g x), (n,), from one evaluation of ``base`` on all 2^D states.
 
-        State number of s: sum_i b_i 2^i with bits b = (s + 1) / 2. Moving site pi_g(i) to i
-        sends bit j to place pi_g^{-1}(j), so index(g s) = b @ place_values[:, g], and the flip
-        s -> -s turns the index k into 2^N - 1 - k."""
+        State number of s: sum_i b_i 2^i with bits b = (s + 1) / 2. Moving site perm_g(i) to i
+        sends bit j to place perm_g^{-1}(j), so index(g s) = b @ place_values[:, g], and the flip
+        s -> -s turns the index k into 2^D - 1 - k."""
         n_states = 2 ** self.n_sites
         states = 2.0 * ((torch.arange(n_states, device=x.device)[:, None]
-                         >> torch.arange(self.n_sites, device=x.device)) & 1) - 1.0  # (2^N, N)
+                         >> torch.arange(self.n_sites, device=x.device)) & 1) - 1.0  # (2^D, D)
         table = torch.cat([self.base.log_prob(chunk) for chunk in states.to(x.dtype).split(2 ** 14)])
-        inverse = torch.argsort(self.permutations, dim=1)  # (G, N): inverse[g, j] = pi_g^{-1}(j)
-        place_values = (2.0 ** inverse.to(torch.float64)).T  # (N, G), exact integers in float64
+        inverse = torch.argsort(self.permutations, dim=1)  # (G, D): inverse[g, j] = perm_g^{-1}(j)
+        place_values = (2.0 ** inverse.to(torch.float64)).T  # (D, G), exact integers in float64
         log_probs = []
         for chunk in x.split(4096):  # bounds memory at (4096, G)
-            bits = (chunk.to(torch.float64) + 1.0) / 2.0  # (chunk, N)
+            bits = (chunk.to(torch.float64) + 1.0) / 2.0  # (chunk, D)
             index = (bits @ place_values).long()  # (chunk, G)
             index = torch.where(self.signs > 0, index, n_states - 1 - index)
             log_probs.append(torch.logsumexp(table[index], 1))  # (chunk,)
@@ -391,9 +507,9 @@ class SymmetrizedModel(GenerativeModel):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, seed: int | None = None) -> torch.Tensor:
-        """``n`` exact draws (n, N): a draw of ``base`` moved by a uniformly random group element."""
+        """``n`` exact draws (n, D): a draw of ``base`` moved by a uniformly random group element."""
         _check_count(n)
         g = make_generator(seed, generator, device=self.signs.device)
-        s = self.base.sample(n, generator=g).to(self.signs)  # (n, N)
+        s = self.base.sample(n, generator=g).to(self.signs)  # (n, D)
         element = torch.randint(len(self.signs), (n,), generator=g, device=self.signs.device)
         return self.signs[element, None] * torch.gather(s, 1, self.permutations[element])
