@@ -2,32 +2,44 @@ r"""Benchmark ``ising-ar``: chapter 4's MADE on 20,000 exact samples of the 4x4 
 :math:`T = 2.269`, scored by the *exact* :math:`\mathrm{KL}(P_\text{data}\,\|\,P_\theta)` over all
 :math:`2^{16}` states.
 
-    python -m gmcourse.bench ising-ar --seconds 60 --seed 0 [--save model.pt]
+    python -m gmcourse.bench ising-ar --seconds 60 --seed 0 [--set NAME=VALUE ...] [--record]
 
-What it takes to go from a plain MADE (best KL ~0.01 nats after a few seconds, then overfitting
-the 20,000 samples) to ~0.0002 nats in the same minute:
+The default configuration (:data:`DEFAULTS`) is the recipe of chapter 4; each ingredient can be
+switched off with ``--set``, so the ablation that shows what each one contributes is a set of
+ordinary recorded runs (:func:`table` shows them side by side):
 
-1. **Symmetries.** The periodic 4x4 lattice has a group :math:`G` of 256 symmetries (8
-   rotations/reflections x 16 translations x the global flip, :func:`lattice_symmetries`) under
-   which :math:`P_\text{data}` is invariant. Training uses each sample in a random orientation
-   (*augmentation*: a fresh :math:`g \in G` per sample per step), which minimises
-   :math:`\mathbb E_g[-\log p(gx)] \ge -\log \frac1{|G|}\sum_g p(gx)` (Jensen), and the model
-   that is scored and saved is the symmetrised :math:`p_G` of :class:`SymmetrizedModel` (4.4),
-   exactly normalised and exactly invariant. The training data are still only the samples.
-2. **A held-out split.** 10 % of the 20,000 samples never enter a gradient; the model is
-   evaluated on them every ``eval_every`` seconds. The learning rate decays on a cosine over the
-   budget, so the last model is usually the best one; a checkpoint replaces it only if its
-   validation NLL is lower by more than ``selection_sigmas`` standard errors of the paired
-   per-sample difference (a smaller gap is noise: 2,000 samples resolve ~1e-3 nats).
-3. The test NLL uses 20,000 *fresh* exact samples that play no part in training or selection.
+1. **Augmentation** (``augment``). The periodic 4x4 lattice has a group :math:`G` of 256
+   symmetries (8 rotations/reflections x 16 translations x the global flip,
+   :func:`~gmcourse.autoregressive.lattice_symmetries`) under which :math:`P_\text{data}` is
+   invariant. Each training sample is used in a random orientation (a fresh :math:`g \in G` per
+   sample per step, :func:`~gmcourse.autoregressive.random_symmetry`); the network then fits the
+   symmetrised empirical distribution, which is much closer to the truth than the empirical one.
+2. **Symmetrisation** (``symmetrize``). The model that is scored and saved is
+   :math:`p_G(s) = \frac1{|G|}\sum_g p(gs)` (:class:`~gmcourse.autoregressive.SymmetrizedModel`,
+   eq. ``ch4-eq-symmetrised``): exactly normalised, exactly invariant, and never further from an
+   invariant :math:`P_\text{data}` than the network itself (eq. ``ch4-eq-symmetrisation-helps``).
+   Augmented training minimises :math:`\mathbb E_g[-\log p(gx)] \ge -\log p_G(x)` (Jensen), an
+   upper bound on the symmetrised model's NLL. The training data are still only the samples.
+3. **A held-out split** (``validation_fraction``; 0 switches it off and trains on every sample).
+   The held-out samples never enter a gradient; the model is evaluated on them every
+   ``eval_every`` seconds, and a checkpoint replaces the final model only if its validation NLL is
+   lower by more than ``selection_sigmas`` standard errors of the paired per-sample difference (a
+   smaller gap is noise).
+4. **Learning-rate decay** (``lr_decay``): a cosine from ``learning_rate`` to 0 over the budget,
+   so that the last steps average out the noise of the minibatch gradients instead of following
+   it; the last model is then usually the best one. Without it the rate stays constant.
+
+The test NLL uses 20,000 *fresh* exact samples that play no part in training or selection.
 
 Reported: ``kl_nats`` (exact, of the model returned), ``kl_base_nats`` (the same network
-without symmetrisation), ``train_nll``/``val_nll``/``test_nll`` (nats per configuration; the
-data entropy ``entropy_nats`` is their expectation under a perfect model, but each carries a
-sampling error of ~3.5/sqrt(n) nats), ``test_nll_truth`` (the exact Boltzmann NLL of the same test
-samples: ``test_nll - test_nll_truth`` estimates the KL with a far smaller error, as the
-fluctuations of the sample cancel), ``seconds`` (training wall time), ``steps``,
-``epochs``, ``n_params``, ``selected`` and ``threads``.
+without symmetrisation), ``kl_initial_nats`` (the exact KL of the model before training, scored
+the same way), ``train_nll``/``val_nll``/``test_nll`` (nats per configuration; the data entropy
+``entropy_nats`` is their expectation under a perfect model, but each carries a sampling error of
+:math:`\mathrm{std}[\log P_\text{data}]/\sqrt n`), ``test_nll_truth`` (the exact Boltzmann NLL of
+the same test samples: ``test_nll - test_nll_truth`` estimates the KL with a far smaller error,
+as the fluctuations of the sample cancel), ``seconds`` (training wall time), ``steps``,
+``epochs``, ``n_params``, ``selected``, ``group_size``, ``threads`` and ``config`` (the full
+configuration).
 """
 
 from __future__ import annotations
@@ -39,20 +51,22 @@ import time
 
 import torch
 
-from gmcourse.autoregressive import MADE, SymmetrizedModel, lattice_symmetries
+from gmcourse.autoregressive import MADE, SymmetrizedModel, lattice_symmetries, random_symmetry
+from gmcourse.bench import apply_overrides
 from gmcourse.ising import IsingModel
 from gmcourse.utils import default_device, make_generator, progress as progress_bar
 
-__all__ = ["DEFAULTS", "run", "exact_kl", "all_state_log_probs"]
+__all__ = ["DEFAULTS", "run", "table", "exact_kl", "all_state_log_probs"]
 
 L, TEMPERATURE, N_SAMPLES = 4, 2.269, 20_000
-DEFAULTS = dict(hidden_sizes=(64, 64), direct=True, learning_rate=3e-3, batch_size=256, weight_decay=0.0,
-                augment=True, symmetrize=True, validation_fraction=0.1, eval_every=2.0, selection_sigmas=3.0)
+DEFAULTS = dict(hidden_sizes=(64, 64), direct=True, learning_rate=3e-3, lr_decay=True, batch_size=256,
+                weight_decay=0.0, augment=True, symmetrize=True, validation_fraction=0.1, eval_every=2.0,
+                selection_sigmas=3.0)
 
 
 def all_state_log_probs(ising: IsingModel, model) -> torch.Tensor:
-    r""":math:`\log p_\theta(s)` of every state of ``ising.all_states()``, float64 (2^N,)."""
-    states = ising.all_states().flatten(1)  # (2^N, N)
+    r""":math:`\log p_\theta(s)` of every state of ``ising.all_states()``, float64 (2^D,)."""
+    states = ising.all_states().flatten(1)  # (2^D, D)
     device = next(itertools.chain(model.parameters(), model.buffers())).device
     with torch.no_grad():
         return model.log_prob(states.to(device, torch.get_default_dtype())).double().cpu()
@@ -62,19 +76,19 @@ def exact_kl(ising: IsingModel, model=None, log_q: torch.Tensor | None = None) -
     r""":math:`\sum_s p(s)\,[\log p(s) - \log p_\theta(s)]` over all :math:`2^{L^2}` states, in nats
     (pass ``model``, or ``log_q`` from :func:`all_state_log_probs`)."""
     log_q = all_state_log_probs(ising, model) if log_q is None else log_q
-    p = ising.probabilities()  # (2^N,) float64
+    p = ising.probabilities()  # (2^D,) float64
     return float((p * (p.log() - log_q)).sum())
 
 
-def run(seconds: float, seed: int, save=None, peer=None, device=None, progress: bool = True, **config) -> dict:
+def run(seconds: float, seed: int, save=None, peer=None, device=None, progress: bool = True,
+        overrides: dict[str, str] | None = None) -> dict:
     """Train within ``seconds`` of wall time, return the scores (see the module docstring).
-    ``config`` overrides :data:`DEFAULTS` (used by chapter 4's ablation table)."""
+    ``overrides`` (``--set NAME=VALUE`` strings) change :data:`DEFAULTS`."""
     if peer is not None:
         raise ValueError(f"ising-ar has no peer library to compare with, got --peer {peer!r}")
-    unknown = set(config) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"unknown ising-ar options {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    cfg = {**DEFAULTS, **config}
+    cfg = apply_overrides(DEFAULTS, overrides)
+    if not 0.0 <= cfg["validation_fraction"] < 1.0:
+        raise ValueError(f"validation_fraction must be in [0, 1), got {cfg['validation_fraction']}")
     torch.set_num_threads(1)  # batches of 256 x 64 units: a second thread costs more than it gives
     device = torch.device(device) if device is not None else default_device()
     ising = IsingModel(L, 1.0 / TEMPERATURE)
@@ -95,6 +109,8 @@ def run(seconds: float, seed: int, save=None, peer=None, device=None, progress: 
     optimizer = torch.optim.Adam(base.parameters(), lr=cfg["learning_rate"], weight_decay=cfg["weight_decay"])
     g_train = make_generator(train_seed, device=device)
 
+    kl_initial = exact_kl(ising, model)  # the untrained model, scored as the trained one will be
+
     def val_log_probs():
         with torch.no_grad():
             return model.log_prob(val) if n_val else torch.zeros(0, device=device)
@@ -105,12 +121,12 @@ def run(seconds: float, seed: int, save=None, peer=None, device=None, progress: 
     steps, start = 0, time.perf_counter()
     next_eval = cfg["eval_every"]
     while (elapsed := time.perf_counter() - start) < seconds:
-        for group in optimizer.param_groups:  # cosine decay over the wall-clock budget
-            group["lr"] = cfg["learning_rate"] * 0.5 * (1.0 + math.cos(math.pi * elapsed / seconds))
+        if cfg["lr_decay"]:  # cosine decay over the wall-clock budget
+            for group in optimizer.param_groups:
+                group["lr"] = cfg["learning_rate"] * 0.5 * (1.0 + math.cos(math.pi * elapsed / seconds))
         x = train[torch.randint(len(train), (cfg["batch_size"],), generator=g_train, device=device)]
-        if cfg["augment"]:  # a random symmetry per sample: (gx)_i = sign_g x_{pi_g(i)}
-            element = torch.randint(len(signs), (len(x),), generator=g_train, device=device)
-            x = signs[element, None] * torch.gather(x, 1, permutations[element])  # (batch, 16)
+        if cfg["augment"]:  # a random symmetry per sample: (gx)_i = sign_g x_{perm_g(i)}
+            x = random_symmetry(x, permutations, signs, generator=g_train)  # (batch, 16)
         loss = base.loss(x)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -139,12 +155,48 @@ def run(seconds: float, seed: int, save=None, peer=None, device=None, progress: 
     log_q = all_state_log_probs(ising, model)  # (2^16,): every score below is a lookup in it
     nll = {name: float(-log_q[ising.state_index(part.view(-1, L, L))].mean()) if len(part) else math.nan
            for name, part in (("train", train.cpu()), ("val", val.cpu()), ("test", test))}
-    result = dict(kl_nats=exact_kl(ising, log_q=log_q), kl_base_nats=exact_kl(ising, base),
+    result = dict(kl_nats=exact_kl(ising, log_q=log_q), kl_base_nats=exact_kl(ising, base), kl_initial_nats=kl_initial,
                   seconds=round(train_seconds, 2), train_nll=nll["train"], val_nll=nll["val"],
                   test_nll=nll["test"], test_nll_truth=float(-ising.log_prob(test.view(-1, L, L)).mean()),
                   entropy_nats=ising.entropy(), steps=steps, epochs=round(steps * cfg["batch_size"] / len(train), 1),
                   n_params=sum(p.numel() for p in base.parameters()), selected=selected,
-                  group_size=len(signs) if cfg["symmetrize"] else 1, threads=torch.get_num_threads())
+                  group_size=len(signs) if cfg["symmetrize"] else 1, threads=torch.get_num_threads(),
+                  config={name: list(value) if isinstance(value, tuple) else value for name, value in cfg.items()})
     if save is not None:
         torch.save(model.cpu(), save)
     return result
+
+
+def _configuration(record: dict) -> str:
+    """How a recorded run's configuration differs from :data:`DEFAULTS`, e.g. "augment=False"."""
+    config = record.get("config")
+    if config is None:  # a record made before runs stored their configuration
+        config = apply_overrides(DEFAULTS, record.get("overrides"))
+    config = {name: tuple(value) if isinstance(value, list) else value for name, value in config.items()}
+    changed = [f"{name}={','.join(map(str, value)) if isinstance(value, tuple) else value}"
+               for name, value in config.items() if name in DEFAULTS and value != DEFAULTS[name]]
+    return ", ".join(changed) or "default"
+
+
+def table(records: list[dict]):
+    """The recorded runs as a DataFrame, one row per run: the configuration (what differs from
+    :data:`DEFAULTS`), the seed and budget, the exact KL of the model returned and of its network
+    without symmetrisation, the excess test NLL, the steps taken and the number of weights. Rows
+    of one configuration stay together, in the order the configurations were first recorded."""
+    import pandas as pd
+
+    rows = [{
+        "configuration": _configuration(record),
+        "seed": record.get("seed"),
+        "budget (s)": record.get("seconds_budget", record.get("seconds")),
+        "KL (nats)": record.get("kl_nats"),
+        "KL unsymmetrised": record.get("kl_base_nats"),
+        "test NLL - truth": (record["test_nll"] - record["test_nll_truth"]
+                             if "test_nll" in record and "test_nll_truth" in record else None),
+        "steps": record.get("steps"),
+        "n_params": record.get("n_params"),
+    } for record in records]
+    frame = pd.DataFrame(rows)
+    first_seen = {name: rank for rank, name in enumerate(dict.fromkeys(frame["configuration"]))}
+    return frame.sort_values("configuration", key=lambda column: column.map(first_seen), kind="stable",
+                             ignore_index=True)
