@@ -1,11 +1,12 @@
 r"""The 2D Ising model: chapter 3's running example and the course's exactly solvable data set.
 
 Spins :math:`s_i = \pm 1` sit on a periodic :math:`L\times L` lattice with energy
+(eq. ch3-eq-ising of chapter 3)
 
-.. math:: E(s) = -J \sum_i s_i \big(s_{\text{right}(i)} + s_{\text{down}(i)}\big) - h \sum_i s_i,  \tag{3.3}
+.. math:: E(s) = -J \sum_i s_i \big(s_{\text{right}(i)} + s_{\text{down}(i)}\big) - h \sum_i s_i,
 
 i.e. :math:`2L^2` bonds, and :math:`p(s) = e^{-\beta E(s)} / Z`. For :math:`L = 2` the right and
-the left neighbour of a site are the *same* site, so (3.3) counts each neighbouring pair twice
+the left neighbour of a site are the *same* site, so eq. ch3-eq-ising counts each neighbouring pair twice
 (coupling :math:`2J`); we keep that, because it is what the formula says and it keeps every
 site's local field equal to the sum of its four neighbour slots.
 
@@ -17,7 +18,8 @@ site's local field equal to the sum of its four neighbour slots.
   :math:`s_i` costs :math:`\Delta E_i = 2 s_i (J \sum_{j\sim i} s_j + h)` and is accepted with
   :func:`gmcourse.sampling.metropolis_acceptance` of :math:`-\beta\Delta E_i`.
 * :meth:`IsingModel.transition_matrix` builds the *exact* transition matrix of those same
-  updates for tiny lattices, so detailed balance (3.1) can be checked to machine precision.
+  updates for tiny lattices, so detailed balance (eq. ch3-eq-detailed-balance) and stationarity
+  (eq. ch3-eq-stationary) can be checked to machine precision.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ ACCEPTANCE_RULES = {"metropolis": metropolis_acceptance, "heat_bath": heat_bath_
 
 
 def magnetization(s: torch.Tensor) -> torch.Tensor:
-    r"""Magnetisation per spin :math:`m = \frac{1}{L^2}\sum_i s_i`; ``s`` (..., L, L) -> (...)."""
+    r"""Magnetisation per spin :math:`m = M / L^2 = \frac{1}{L^2}\sum_i s_i`; ``s`` (..., L, L) -> (...)."""
     if s.ndim < 2:
         raise ValueError(f"s must have shape (..., L, L), got {tuple(s.shape)}")
     return s.mean(dim=(-2, -1))
@@ -92,14 +94,16 @@ def single_site_update(s, beta, J=1.0, h=0.0, generator=None, rule="metropolis")
 
 
 def metropolis_sweep(s, beta, J=1.0, h=0.0, generator=None, rule="metropolis"):
-    r"""One sweep (:math:`L^2` single-site updates per chain) of every chain in ``s`` (chains, L, L).
+    r"""One sweep (:math:`L^2` single-site proposals per chain, on average) of every chain in ``s``
+    (chains, L, L).
 
     Even :math:`L`: checkerboard order. Black sites (:math:`i + j` even) have only white
     neighbours, so black spins can be updated at once, then white ones; each update is a
     single-site Metropolis (or heat-bath, ``rule="heat_bath"``) step, so the sweep leaves
-    :math:`p` invariant. The updates are *lazy*: in each of four half-steps (black, white,
-    black, white) every site of that colour proposes a flip with probability 1/2, so a sweep
-    still makes :math:`L^2` proposals on average. Without the coin, Metropolis at :math:`h = 0`
+    :math:`p` stationary. The updates are *lazy*: in each of four half-steps (black, white,
+    black, white) every site of that colour proposes a flip with probability 1/2, which is
+    accepted with probability :math:`A`; we draw one uniform :math:`u` per site and flip when
+    :math:`u < A/2`, which has the same probability. Without the coin, Metropolis at :math:`h = 0`
     is not ergodic: in a striped configuration every site has :math:`\Delta E = 0`, every flip
     is accepted, and the chain hops between the stripes and their negatives for ever (a closed
     class that biases all averages). Odd :math:`L` (the colouring breaks at the periodic
@@ -110,11 +114,11 @@ def metropolis_sweep(s, beta, J=1.0, h=0.0, generator=None, rule="metropolis"):
             s = single_site_update(s, beta, J, h, generator, rule)
         return s
     rows, cols = torch.meshgrid(torch.arange(L, device=s.device), torch.arange(L, device=s.device), indexing="ij")
+    colours = [(rows + cols) % 2 == colour for colour in (0, 1)]  # two (L, L) masks
     for colour in (0, 1, 0, 1):
         delta_energy = 2.0 * s * (J * _local_field(s) + h)  # (chains, L, L)
         u = torch.rand(s.shape, generator=generator, device=s.device, dtype=s.dtype)
-        proposed = torch.rand(s.shape, generator=generator, device=s.device) < 0.5  # the lazy coin
-        flip = ((rows + cols) % 2 == colour) & proposed & (u < ACCEPTANCE_RULES[rule](-beta * delta_energy))
+        flip = colours[colour] & (u < 0.5 * ACCEPTANCE_RULES[rule](-beta * delta_energy))  # lazy: A/2
         s = torch.where(flip, -s, s)
     return s
 
@@ -124,7 +128,7 @@ def wolff_update(s, beta, J=1.0, generator=None):
 
     Wolff grows a cluster from a random seed site, adding each bond to an aligned neighbour
     with probability :math:`p_\text{add} = 1 - e^{-2\beta J}`, and flips it (always accepted).
-    Every bond is tried at most once, so drawing all :math:`2L^2` bonds of (3.3) up front and
+    Every bond is tried at most once, so drawing all :math:`2L^2` bonds of eq. ch3-eq-ising up front and
     taking the seed's connected component through open bonds between spins aligned with the
     seed gives the same cluster law. The component is found for all chains at once by growing
     a frontier one lattice step per loop. Returns a new tensor."""
@@ -162,7 +166,7 @@ class SamplingInfo(NamedTuple):
 
 
 class IsingModel:
-    r"""Periodic :math:`L\times L` Ising model (3.3) at inverse temperature ``beta``.
+    r"""Periodic :math:`L\times L` Ising model (eq. ch3-eq-ising) at inverse temperature ``beta``.
 
     Follows the course protocol: ``log_prob(s)`` is exact (for :math:`L \le 4`), ``sample(n)``
     gives ``(n, L, L)`` float spins. Spins are float tensors of :math:`\pm 1`."""
@@ -199,7 +203,7 @@ class IsingModel:
         return s if s.is_floating_point() else s.to(torch.get_default_dtype())
 
     def energy(self, s: torch.Tensor) -> torch.Tensor:
-        """Eq. (3.3) for ``s`` of shape (..., L, L) -> (...)."""
+        """Eq. ch3-eq-ising for ``s`` of shape (..., L, L) -> (...)."""
         s = self._check_spins(s)
         bonds = s * (torch.roll(s, -1, -1) + torch.roll(s, -1, -2))  # (..., L, L) right + down
         return -self.J * bonds.sum((-2, -1)) - self.h * s.sum((-2, -1))
@@ -217,20 +221,20 @@ class IsingModel:
         if self._states is None:
             n_sites = self.L * self.L
             index = torch.arange(2 ** n_sites, dtype=torch.int64)
-            bits = (index[:, None] >> torch.arange(n_sites)) & 1  # (2^N, N)
+            bits = (index[:, None] >> torch.arange(n_sites)) & 1  # (2^D, D), D = L^2 sites
             self._states = (2.0 * bits - 1.0).to(torch.float64).view(-1, self.L, self.L)
-            self._energies = self.energy(self._states)  # (2^N,)
+            self._energies = self.energy(self._states)  # (2^D,)
         return self._states
 
     def state_index(self, s: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`all_states`: the int64 index (...) of each configuration in ``s``."""
         s = self._check_spins(s)
-        bits = ((s.flatten(-2) + 1) / 2).long()  # (..., N)
+        bits = ((s.flatten(-2) + 1) / 2).long()  # (..., D)
         return (bits << torch.arange(self.L * self.L, device=s.device)).sum(-1)
 
     def _log_weights(self) -> torch.Tensor:
         self.all_states()
-        return -self.beta * self._energies  # (2^N,) float64
+        return -self.beta * self._energies  # (2^D,) float64
 
     def log_partition(self) -> float:
         r""":math:`\log Z = \log\sum_s e^{-\beta E(s)}` by enumeration (logsumexp, float64)."""
@@ -246,7 +250,7 @@ class IsingModel:
         return -self.beta * self.energy(self._check_spins(s).to(torch.float64)) - self.log_partition()
 
     def entropy(self) -> float:
-        r"""Gibbs entropy :math:`H = -\sum_s p\log p = \log Z + \beta\langle E\rangle` in nats."""
+        r"""Gibbs entropy :math:`H(p) = -\sum_s p(s)\log p(s) = \log Z + \beta\langle E\rangle` in nats."""
         return self.log_partition() + self.beta * float(self.probabilities() @ self._energies)
 
     def mean_energy(self) -> float:
@@ -254,42 +258,57 @@ class IsingModel:
         return float(self.probabilities() @ self._energies) / self.L ** 2
 
     def mean_abs_magnetization(self) -> float:
-        r""":math:`\langle|\sum_i s_i|\rangle / L^2`, exact."""
+        r""":math:`\langle|m|\rangle = \langle|M|\rangle / L^2` with :math:`M = \sum_i s_i`, exact."""
         return float(self.probabilities() @ magnetization(self.all_states()).abs())
 
     def transition_matrix(self, rule: str = "metropolis", schedule: str = "single_site") -> torch.Tensor:
-        r"""Exact transition matrix :math:`T_{ab} = p(a\to b)` (float64, rows sum to 1) of the
-        updates used by the sampler, for :math:`L \le 3`.
+        r"""Exact transition matrix :math:`K_{ab} = K(a\to b)` (float64, rows sum to 1) of the
+        single-site updates and of sweeps built from them, for :math:`L \le 3`.
 
-        ``schedule="single_site"``: :func:`single_site_update` (site :math:`i` uniform, then
-        ``rule``), :math:`T = \frac{1}{L^2}\sum_i T^{(i)}`; it obeys detailed balance (3.1).
-        ``schedule="sweep"``: :func:`metropolis_sweep` (product of the lazy site matrices
-        :math:`\frac12(1 + T^{(i)})` in its checkerboard order for even L, :math:`T^{L^2}` for
-        odd L); :math:`\pi T = \pi` but not (3.1)."""
-        if rule not in ACCEPTANCE_RULES or schedule not in ("single_site", "sweep"):
-            raise ValueError(f"rule must be one of {list(ACCEPTANCE_RULES)} and schedule 'single_site' or "
-                             f"'sweep', got rule={rule!r}, schedule={schedule!r}")
+        Let :math:`K^{(i)}` propose flipping site :math:`i` and accept with ``rule``; each
+        :math:`K^{(i)}` obeys detailed balance, eq. ch3-eq-detailed-balance.
+
+        * ``"single_site"``: :func:`single_site_update` (site uniform),
+          :math:`K = \frac{1}{L^2}\sum_i K^{(i)}`; reversible (a mixture of reversible kernels).
+        * ``"sweep"``: :func:`metropolis_sweep`. Odd :math:`L`: :math:`K^{L^2}`, a power of one
+          reversible kernel, hence itself reversible. Even :math:`L`: the product of the lazy
+          site kernels :math:`\frac12(1 + K^{(i)})` in the checkerboard order (black, white,
+          black, white), which leaves :math:`\pi` stationary (eq. ch3-eq-stationary) but does
+          not obey detailed balance.
+        * ``"sequential"``: a deterministic-order (systematic-scan) sweep
+          :math:`K^{(0)} K^{(1)} \cdots K^{(L^2 - 1)}`, sites row by row. Stationary but not
+          reversible: its time reversal is the same sweep in the opposite order. No sampler
+          here uses it; chapter 3 shows it as a chain that is stationary without detailed balance."""
+        schedules = ("single_site", "sweep", "sequential")
+        if rule not in ACCEPTANCE_RULES or schedule not in schedules:
+            raise ValueError(f"rule must be one of {list(ACCEPTANCE_RULES)} and schedule one of {list(schedules)}, "
+                             f"got rule={rule!r}, schedule={schedule!r}")
         if self.L > 3:
             raise ValueError(f"transition_matrix() is limited to L <= 3 (512 states); got L={self.L}")
         states, n_sites = self.all_states(), self.L * self.L
         index = torch.arange(states.shape[0])
-        site_matrices = []
+        site_kernels = []  # K^(i): propose flipping site i, accept with `rule`
         for site in range(n_sites):
             flipped = index ^ (1 << site)  # flipping spin `site` toggles its bit
             accept = ACCEPTANCE_RULES[rule](-self.beta * (self._energies[flipped] - self._energies))
-            matrix = torch.diag(1.0 - accept)
-            matrix[index, flipped] = accept
-            site_matrices.append(matrix)
-        if schedule == "single_site":
-            return torch.stack(site_matrices).mean(0)
-        if self.L % 2:
-            return torch.linalg.matrix_power(torch.stack(site_matrices).mean(0), n_sites)
-        colour = [(site // self.L + site % self.L) % 2 for site in range(n_sites)]
+            kernel = torch.diag(1.0 - accept)
+            kernel[index, flipped] = accept
+            site_kernels.append(kernel)
         identity = torch.eye(index.numel(), dtype=torch.float64)
+        if schedule == "single_site":
+            return torch.stack(site_kernels).mean(0)
+        if schedule == "sequential":
+            result = identity
+            for kernel in site_kernels:
+                result = result @ kernel
+            return result
+        if self.L % 2:
+            return torch.linalg.matrix_power(torch.stack(site_kernels).mean(0), n_sites)
+        colour = [(site // self.L + site % self.L) % 2 for site in range(n_sites)]
         result = identity
         for half_step in (0, 1, 0, 1):  # lazy checkerboard: each site proposes with probability 1/2
             for site in (i for i in range(n_sites) if colour[i] == half_step):
-                result = result @ (0.5 * (identity + site_matrices[site]))
+                result = result @ (0.5 * (identity + site_kernels[site]))
         return result
 
     # ------------------------------------------------------------------ sampling

@@ -3,6 +3,7 @@
 Statistical checks use 5-sigma tolerances. Error bars come either from the spread of
 independent chains (each chain's own estimate is one independent number, so the spread is
 honest whatever the autocorrelation) or from draws that are independent by construction.
+The sampler statistics tests are marked ``slow``; ``pytest -m "not slow"`` runs the rest.
 """
 
 import math
@@ -14,7 +15,7 @@ import scipy.stats
 import torch
 
 from gmcourse.sampling import (
-    MCMCResult, autocorrelation, effective_sample_size, gibbs, heat_bath_acceptance,
+    MCMCResult, autocorrelation, autocorrelation_time_and_error, effective_sample_size, gibbs, heat_bath_acceptance,
     integrated_autocorrelation_time, langevin, langevin_log_proposal, mala, metropolis_acceptance,
     metropolis_hastings,
 )
@@ -50,8 +51,23 @@ def per_chain_mean_and_covariance(samples: torch.Tensor):
 
 def test_metropolis_acceptance_is_min_of_one_and_probability_ratio():
     delta = torch.tensor([-800.0, -3.0, -0.1, 0.0, 0.5, 800.0], dtype=torch.float64)
-    expected = torch.minimum(torch.ones_like(delta), torch.exp(delta))
+    expected = torch.tensor([0.0, math.exp(-3.0), math.exp(-0.1), 1.0, 1.0, 1.0], dtype=torch.float64)
     torch.testing.assert_close(metropolis_acceptance(delta), expected, rtol=1e-15, atol=0.0)
+
+
+@pytest.mark.parametrize("rule", [metropolis_acceptance, heat_bath_acceptance])
+def test_acceptance_rules_satisfy_detailed_balance(rule):
+    # p(a) A(a -> b) = p(b) A(b -> a)  <=>  A(delta) / A(-delta) = e^delta, delta = log p(b) - log p(a)
+    delta = torch.linspace(-30.0, 30.0, 121, dtype=torch.float64)
+    torch.testing.assert_close(rule(delta) / rule(-delta), torch.exp(delta), rtol=1e-12, atol=0.0)
+    assert torch.all((rule(delta) > 0) & (rule(delta) <= 1))
+
+
+def test_metropolis_accepts_one_direction_always_and_more_often_than_heat_bath():
+    delta = torch.linspace(-10.0, 10.0, 81, dtype=torch.float64)
+    assert torch.equal(torch.maximum(metropolis_acceptance(delta), metropolis_acceptance(-delta)),
+                       torch.ones_like(delta))
+    assert torch.all(metropolis_acceptance(delta) > heat_bath_acceptance(delta))
 
 
 def test_heat_bath_acceptance_is_conditional_probability_of_the_other_value():
@@ -71,6 +87,7 @@ def test_langevin_log_proposal_differs_from_gaussian_density_by_a_constant():
 
 # ----------------------------------------------------------------------------- samplers
 
+@pytest.mark.slow
 def test_metropolis_hastings_recovers_2d_gaussian_mean_and_covariance():
     x0 = torch.zeros(64, 2, dtype=torch.float64)
     result = metropolis_hastings(GAUSSIAN.log_prob, x0, n_steps=3000, step_size=1.2, seed=2)
@@ -81,6 +98,7 @@ def test_metropolis_hastings_recovers_2d_gaussian_mean_and_covariance():
     assert_within_5_sigma(covariances, COVARIANCE, "MH covariance")
 
 
+@pytest.mark.slow
 def test_metropolis_hastings_recovers_1d_gaussian():
     normal = torch.distributions.Normal(3.0, 0.5)
     result = metropolis_hastings(lambda x: normal.log_prob(x).sum(-1), torch.zeros(64, 1), 3000, 0.8, seed=3)
@@ -89,6 +107,7 @@ def test_metropolis_hastings_recovers_1d_gaussian():
     assert_within_5_sigma(covariances[:, 0, 0], 0.25, "MH 1D variance")
 
 
+@pytest.mark.slow
 def test_mala_recovers_correlated_gaussian_mean_and_covariance():
     x0 = torch.zeros(64, 2, dtype=torch.float64)
     result = mala(GAUSSIAN.log_prob, x0, n_steps=2000, step_size=0.25, seed=4)
@@ -98,9 +117,10 @@ def test_mala_recovers_correlated_gaussian_mean_and_covariance():
     assert_within_5_sigma(covariances, COVARIANCE, "MALA covariance")
 
 
+@pytest.mark.slow
 def test_ula_variance_matches_closed_form_biased_value_and_mala_removes_the_bias():
-    # For N(0, s2): x' = (1 - eps/s2) x + sqrt(2 eps) xi, whose stationary variance v solves
-    # v = (1 - eps/s2)^2 v + 2 eps, i.e. v = s2 / (1 - eps / (2 s2)).
+    # For N(0, s2): x' = (1 - eta/s2) x + sqrt(2 eta) xi, whose stationary variance v solves
+    # v = (1 - eta/s2)^2 v + 2 eta, i.e. v = s2 / (1 - eta / (2 s2)) (eq. ch3-eq-ula-variance).
     variance, step = 2.0, 1.0
     normal = torch.distributions.Normal(0.0, math.sqrt(variance))
     log_prob = lambda x: normal.log_prob(x).sum(-1)  # noqa: E731
@@ -117,6 +137,7 @@ def test_ula_variance_matches_closed_form_biased_value_and_mala_removes_the_bias
     assert (ula_cov[:, 0, 0].mean() - variance) / stderr > 5.0
 
 
+@pytest.mark.slow
 def test_gibbs_draws_match_exact_distribution_of_a_three_valued_model():
     # two variables with values {0, 1, 2} and an arbitrary table of log-probabilities
     g = torch.Generator().manual_seed(7)
@@ -132,6 +153,7 @@ def test_gibbs_draws_match_exact_distribution_of_a_three_valued_model():
     assert p_value > FIVE_SIGMA_P_VALUE, f"chi2 = {statistic:.1f}, p = {p_value:.2e}"
 
 
+@pytest.mark.slow
 def test_gibbs_on_binary_chain_matches_exact_marginals_and_correlation():
     # p(x) ∝ exp(0.8 x1 x2 - 0.5 x2 x3 + 0.3 x1), x_i = ±1: enumerate the 8 states by hand
     def log_prob(x):
@@ -177,7 +199,6 @@ def test_integrated_autocorrelation_time_of_ar1_is_one_plus_rho_over_one_minus_r
 
 def test_autocorrelation_of_ar1_decays_geometrically():
     rho = autocorrelation(ar1_series(0.7, 20000, 50, seed=13))
-    assert rho[0] == 1.0
     # Bartlett: var(rho_hat(t)) of an AR(1) series is at most (1 + r^2) / (1 - r^2) / N
     sigma = math.sqrt((1 + 0.7**2) / (1 - 0.7**2) / 1e6)
     lags = torch.arange(1, 6)
@@ -187,9 +208,42 @@ def test_autocorrelation_of_ar1_decays_geometrically():
 def test_effective_sample_size_of_independent_draws_is_about_n():
     series = torch.randn(10000, 20, generator=torch.Generator().manual_seed(14), dtype=torch.float64)
     ess = effective_sample_size(series)
-    sigma_tau = math.sqrt(2 * (2 * 5 + 1) / series.numel())
+    sigma_tau = math.sqrt(2 * (2 * 5 + 1) / series.numel())  # Madras-Sokal with tau = 1, window ~5
     assert abs(series.numel() / ess - 1.0) < 5 * sigma_tau
-    assert ess == pytest.approx(series.numel() / integrated_autocorrelation_time(series))
+
+
+def test_effective_sample_size_of_ar1_is_n_times_one_minus_rho_over_one_plus_rho():
+    rho = 0.8
+    series = ar1_series(rho, 20000, 20, seed=15)
+    tau_exact = (1 + rho) / (1 - rho)
+    sigma_tau = tau_exact * math.sqrt(2 * (2 * 5 * tau_exact + 1) / series.size)
+    expected = series.size / tau_exact
+    # N / tau: a 5-sigma error on tau moves N / tau by at most N / (tau - 5 sigma) - N / tau
+    assert abs(effective_sample_size(series) - expected) < series.size / (tau_exact - 5 * sigma_tau) - expected
+
+
+def test_tau_of_many_short_chains_is_not_biased_by_per_chain_means():
+    """1000 chains of only 400 steps (21 tau each). Centring every chain on its own mean would
+    lower rho(t) by ~tau/T = 0.05 at every lag and tau by ~2 W tau / T ~ 9 (W ~ 5 tau); centring
+    on the common mean leaves a bias of about -2 sum_t t rho(t) / T = -0.45, within tolerance."""
+    rho = 0.9
+    series = ar1_series(rho, 400, 1000, seed=16)
+    tau_exact = (1 + rho) / (1 - rho)
+    sigma = tau_exact * math.sqrt(2 * (2 * 5 * tau_exact + 1) / series.size)
+    tau = integrated_autocorrelation_time(series)
+    assert abs(tau - tau_exact) < 5 * sigma, f"tau = {tau:.2f}, expected {tau_exact:.2f} +- {sigma:.2f}"
+
+
+def test_autocorrelation_time_error_bar_matches_madras_sokal_and_covers_the_exact_tau():
+    rho, groups = 0.8, 50
+    series = ar1_series(rho, 4000, 2 * groups, seed=17)
+    tau_exact = (1 + rho) / (1 - rho)
+    tau, stderr = autocorrelation_time_and_error(series, n_groups=groups)
+    assert abs(tau - tau_exact) < 5 * stderr, f"tau = {tau:.3f} +- {stderr:.3f}, exact {tau_exact}"
+    # the spread of 50 group estimates fixes the error bar to ~1/sqrt(2 * 49) = 10 %, so it must
+    # agree with the Madras-Sokal formula within 5 x 10 %
+    madras_sokal = tau_exact * math.sqrt(2 * (2 * 5 * tau_exact + 1) / series.size)
+    assert 0.5 < stderr / madras_sokal < 1.5, f"stderr {stderr:.4f} vs Madras-Sokal {madras_sokal:.4f}"
 
 
 def test_constant_series_has_autocorrelation_time_one():
@@ -200,7 +254,7 @@ def test_constant_series_has_autocorrelation_time_one():
 
 def test_bad_inputs_raise_clear_errors():
     log_prob = GAUSSIAN.log_prob
-    with pytest.raises(ValueError, match=r"x0 must have shape \(chains, d\).*got \(2,\)"):
+    with pytest.raises(ValueError, match=r"x0 must have shape \(chains, D\).*got \(2,\)"):
         metropolis_hastings(log_prob, torch.zeros(2), 10, 0.1)
     with pytest.raises(TypeError, match="x0 must be a torch.Tensor"):
         metropolis_hastings(log_prob, [[0.0, 0.0]], 10, 0.1)
@@ -218,3 +272,5 @@ def test_bad_inputs_raise_clear_errors():
         integrated_autocorrelation_time(torch.zeros(3))
     with pytest.raises(ValueError, match="NaN or infinite"):
         effective_sample_size(torch.tensor([1.0, 2.0, float("nan"), 0.0, 1.0]))
+    with pytest.raises(ValueError, match="need n_groups >= 2 and at least n_groups chains; got n_groups=8 and 4 chains"):
+        autocorrelation_time_and_error(torch.zeros(100, 4))
