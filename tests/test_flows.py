@@ -353,3 +353,22 @@ def test_bad_inputs_raise_clear_errors():
         flow.sample(0)
     with pytest.raises(ValueError, match=r"shape \(n, 2\)"):
         ResidualFlowBlock(2).inverse(torch.zeros(4, 3))
+
+
+# ----------------------------------------------------------------------------- documentation
+
+def test_docstrings_cite_equation_labels_that_the_chapter_defines():
+    """The module cites chapter 5's equations by their MyST labels; each must exist in the chapter."""
+    import re
+    from pathlib import Path
+
+    import gmcourse.flows
+
+    root = Path(__file__).resolve().parents[1]
+    source = Path(gmcourse.flows.__file__).read_text()
+    chapter = (root / "book" / "05_normalizing_flows.md").read_text()
+    cited = set(re.findall(r"ch5-eq-[a-z-]*[a-z]", source))
+    defined = set(re.findall(r"^\$\$ \((ch5-eq-[a-z-]+)\)$", chapter, flags=re.MULTILINE))
+    assert len(cited) >= 5, cited  # the docstrings do cite them
+    assert cited <= defined, f"cited but not defined in the chapter: {sorted(cited - defined)}"
+    assert not re.search(r"\(5\.\d\)", source), "cite equations by label, not by a number the chapter does not show"
