@@ -288,4 +288,8 @@ def table(records: list[dict]):
             row[f"{name} KL (nats)"] = _plus_minus(peer)
             row[f"{name} steps"] = peer.get("steps")
         rows.append(row)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    for column in frame.columns[5:]:  # peer columns: blank where a run had no such peer
+        whole = column.endswith("steps")  # pandas made them floats to hold the blanks
+        frame[column] = ["" if pd.isna(value) else int(value) if whole else value for value in frame[column]]
+    return frame
