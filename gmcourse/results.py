@@ -31,12 +31,13 @@ def default_record_path(task: str) -> Path:
 
 
 def _git_commit() -> str | None:
-    """The commit the code ran at, with ``+dirty`` when the tree had changes; None outside git."""
+    """The commit the library ran at, with ``+dirty`` when ``gmcourse/`` had uncommitted changes;
+    None outside git."""
     root = Path(__file__).resolve().parent.parent
     try:
         commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
                                 text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "gmcourse"], cwd=root,
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -67,6 +68,8 @@ def run_context(argv: list[str], device: str | None = None) -> dict:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
+        # other processes competing for the cores slow a wall-clock benchmark down
+        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
 
 
@@ -123,6 +126,7 @@ def benchmark_table(records: list[dict]):
     if len(tasks) != 1:
         raise ValueError(f"benchmark_table takes the records of one task; got {sorted(tasks)}")
     module = get_task(tasks.pop())
-    if hasattr(module, "table"):
-        return module.table(records)
-    return pd.DataFrame([_flatten(record) for record in records])
+    frame = module.table(records) if hasattr(module, "table") else pd.DataFrame([_flatten(r) for r in records])
+    if "load_average_1min" not in frame.columns:  # a loaded machine takes fewer steps in the budget
+        frame["load (1 min)"] = [record.get("load_average_1min") for record in records]
+    return frame

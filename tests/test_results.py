@@ -85,7 +85,7 @@ def test_the_command_line_records_the_run_with_its_command(tmp_path, capsys):
     assert record["overrides"] == {"hidden_sizes": "16"} == printed["overrides"]
     assert record["seed"] == 3 and record["seconds_budget"] == 0.5
     assert record["kl_nats"] == printed["kl_nats"]  # the record holds exactly what was printed
-    for field in ("date", "commit", "device", "device_name", "torch_threads", "torch_version"):
+    for field in ("date", "commit", "device", "device_name", "torch_threads", "torch_version", "load_average_1min"):
         assert field in record, field
 
 
