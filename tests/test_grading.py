@@ -2,7 +2,8 @@
 
 For each assignment one run of ``python -m gmcourse.grading`` (through ``main``) grades a
 folder of submissions built from the instructor's notebook: the solution (full marks), the
-untouched student version (0), every classic wrong answer (its exact expected score), a
+untouched student version (0), every classic wrong answer (its exact expected score), every
+correct alternative (a different convention, a slow but correct loop, ...: full marks), a
 tamperer who blanks the test cells of a wrong answer and gives them 100 points (restored, so
 the wrong answer's score), a file that is not JSON and a notebook whose metadata nbgrader
 rejects (both reported by name with the reason, the others still graded). Each notebook
@@ -96,6 +97,8 @@ def build_students(case) -> tuple[dict[str, object], dict[str, float]]:
     expected = {"solution": case.MAX_SCORE, "blank": 0.0}
     for name, (edits, score) in case.WRONG_ANSWERS.items():
         students[f"wrong_{name}"], expected[f"wrong_{name}"] = filled_notebook(case, edits), score
+    for name, edits in getattr(case, "CORRECT_ANSWERS", {}).items():
+        students[f"correct_{name}"], expected[f"correct_{name}"] = filled_notebook(case, edits), case.MAX_SCORE
     name, (edits, score) = next((n, v) for n, v in case.WRONG_ANSWERS.items() if v[1] < case.MAX_SCORE)
     students["tamperer"], _ = tampered_notebook(case, edits)
     expected["tamperer"] = score
@@ -178,6 +181,14 @@ def test_each_classic_wrong_answer_loses_exactly_its_points(graded):
     mismatches = [f"{s}: expected {e}, got {_score(graded, s)} (cells below the solution's: {_failed_parts(graded, s)})"
                   for s, e in wrong.items() if _score(graded, s) != e]
     assert not mismatches, "\n".join(mismatches)
+
+
+@pytest.mark.slow
+def test_each_correct_alternative_gets_full_marks(graded):
+    correct = {s: e for s, e in graded["expected"].items() if s.startswith("correct_")}
+    short = [f"{s}: got {_score(graded, s)} of {e} (cells below the solution's: {_failed_parts(graded, s)})"
+             for s, e in correct.items() if _score(graded, s) != e]
+    assert not short, "\n".join(short)
 
 
 @pytest.mark.slow
@@ -334,5 +345,8 @@ def test_gaming_flags_leave_ordinary_answers_alone():
     for case in CASES:
         for grade_id, source in _answers(case).items():
             assert grading.gaming_flags(source) == [], (case.ASSIGNMENT, grade_id, grading.gaming_flags(source))
+        for name, edits in getattr(case, "CORRECT_ANSWERS", {}).items():
+            for grade_id, source in edits.items():
+                assert grading.gaming_flags(source) == [], (case.ASSIGNMENT, name, grading.gaming_flags(source))
     ordinary = "import math\nimport numpy as np\nimport torch.nn.functional as F\n\ndef f(x, type=None):\n    for i in range(3):\n        x = x + i\n    return x\n"
     assert grading.gaming_flags(ordinary) == []
