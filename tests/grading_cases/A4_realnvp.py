@@ -13,6 +13,9 @@ a KL far below zero, which the visible experiment test refuses (1 point). Margin
 seed (oracle KL on 10^5 points; the limit is 0.07): solution 0.019, sums-both-halves 0.036,
 mean-over-dimensions 0.234, same masks 0.834, sign-flipped or missing log-det 3.0, base at x 274;
 reported KL of the wrong log_probs: -1.82, -4.96, -0.135 (+- 0.005), -3.97, -0.96, -1.83 (+- 0.06).
+
+Each of CORRECT_ANSWERS must get full marks: the masks are tested by their properties (each mask
+non-trivial, consecutive masks complements), so other valid patterns pass.
 """
 
 ASSIGNMENT = "A4_realnvp"
@@ -116,4 +119,22 @@ WRONG_ANSWERS = {
             "    return x\n")},
         18.0,
     ),
+}
+
+
+CORRECT_ANSWERS = {
+    # the checkerboard shifted by one: layer 0 transforms the even coordinates and passes the odd ones
+    # (in the experiment, x_1 is transformed first)
+    "masks_transform_even_first": {
+        "alternating_masks": (
+            "def alternating_masks(dim, n_layers):\n"
+            "    j = torch.arange(dim)\n"
+            "    k = torch.arange(n_layers)[:, None]\n"
+            "    return ((j + k) % 2 == 1).to(torch.get_default_dtype())\n")},
+    # the first half of the coordinates against the second half, swapped from layer to layer
+    "masks_half_split": {
+        "alternating_masks": (
+            "def alternating_masks(dim, n_layers):\n"
+            "    first_half = (torch.arange(dim) < dim // 2).to(torch.get_default_dtype())\n"
+            "    return torch.stack([first_half if k % 2 == 0 else 1.0 - first_half for k in range(n_layers)])\n")},
 }
