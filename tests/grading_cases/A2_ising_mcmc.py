@@ -4,8 +4,13 @@ Each wrong answer loses the points of every test cell it fails, including later 
 it: ``exact_log_partition`` uses ``ising_energy``; the sweep uses ``delta_energy_flip`` and
 ``metropolis_acceptance``; the experiment uses the sweep, ``integrated_autocorrelation_time`` and
 ``error_bar``. The experiment's value test (2 points) needs a sampler of the right distribution;
-its error-bar test (1 point) compares the reported error bar with the true standard error of the
-student's own chain, so a wrong sampler with an honest error bar keeps that point.
+its error-bar test (1 point) compares the reported error bar with what Part 7's recipe gives on the
+student's own series, so a wrong sampler with an honest error bar keeps that point.
+
+Each of CORRECT_ANSWERS must get full marks. The one here is the slow end of what a correct
+solution may be: a sweep with Python loops over the chains and the sites, one spin at a time with
+Python floats. The budgets of the sweep tests and of the experiment are sized so that it finishes
+every cell well inside nbgrader's 30 s limit (the slowest cell took 1.3 s when measured).
 """
 
 ASSIGNMENT = "A2_ising_mcmc"
@@ -126,4 +131,27 @@ WRONG_ANSWERS = {
             "    return float(x.std() / math.sqrt(x.numel()))\n")},
         23.0,
     ),
+}
+
+
+CORRECT_ANSWERS = {
+    # Python loops over the chains and the L^2 updates, one spin at a time with Python floats; the
+    # random numbers of a sweep come from three calls that draw them all at once
+    "sweep_python_loops_over_chains_and_sites": {
+        "metropolis_sweep": (
+            "def metropolis_sweep(s, beta, J=1.0, h=0.0, generator=None):\n"
+            "    chains, L, _ = s.shape\n"
+            "    rows = torch.randint(L, (L * L, chains), generator=generator).tolist()\n"
+            "    cols = torch.randint(L, (L * L, chains), generator=generator).tolist()\n"
+            "    u = torch.rand(L * L, chains, generator=generator).tolist()\n"
+            "    spins = s.tolist()                      # nested lists of Python floats: s stays untouched\n"
+            "    for c in range(chains):\n"
+            "        x = spins[c]\n"
+            "        for step in range(L * L):\n"
+            "            i, j = rows[step][c], cols[step][c]\n"
+            "            neighbours = x[(i + 1) % L][j] + x[i - 1][j] + x[i][(j + 1) % L] + x[i][j - 1]\n"
+            "            delta_E = 2.0 * x[i][j] * (J * neighbours + h)\n"
+            "            if u[step][c] < math.exp(min(0.0, -beta * delta_E)):\n"
+            "                x[i][j] = -x[i][j]\n"
+            "    return torch.tensor(spins, dtype=s.dtype)\n")},
 }
