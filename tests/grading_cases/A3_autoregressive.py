@@ -16,6 +16,9 @@ deviations above the mean). Models or loops with a flaw are far above it: indepe
 log 512 - H = 3.61 nats; hidden masks with > instead of >= (spin i cannot see spin i - 1)
 0.545-0.556 (8 seeds); the same minibatch in every step 0.81-0.95, no optimizer.zero_grad() 30-59
 (3 seeds each).
+
+Each of CORRECT_ANSWERS must get full marks: the masks are tested by their properties, so any valid
+way of spreading the hidden degrees passes.
 """
 
 ASSIGNMENT = "A3_autoregressive"
@@ -151,4 +154,43 @@ WRONG_ANSWERS = {
             "    return float((torch.exp(log_q) * (log_q - torch.log(p_data))).sum())\n")},
         21.0,
     ),
+    # a bookkeeping slip: the losses kept as tensors, not Python floats. Only the visible experiment test
+    # (1) checks that; the model is trained all the same, and the hidden tests of the experiment judge
+    # the model on their own
+    "train_losses_hold_tensors": (
+        {"experiment": (
+            "torch.manual_seed(0)                            # the initial weights\n"
+            "generator = torch.Generator().manual_seed(0)    # the minibatches\n"
+            "model = MADE(N, hidden_sizes)\n"
+            "optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)\n"
+            "train_losses = []\n"
+            "for step in range(n_steps):\n"
+            "    batch = train_spins[torch.randint(n_train, (batch_size,), generator=generator)]\n"
+            "    loss = model.loss(batch)\n"
+            "    optimizer.zero_grad()\n"
+            "    loss.backward()\n"
+            "    optimizer.step()\n"
+            "    train_losses.append(loss.detach())\n"
+            "with torch.no_grad():\n"
+            "    kl_model = exact_kl(p_data, model.log_prob(all_spin_configurations(N)))\n"
+            "print(f\"final training loss {train_losses[-1]:.4f} nats; exact KL(P_data || P_model) = {kl_model:.4f} nats\")\n")},
+        24.0,
+    ),
+}
+
+
+CORRECT_ANSWERS = {
+    # hidden degrees spread in blocks instead of cyclically: unit k of a layer of width H has degree
+    # 1 + k (N - 1) // H, so a layer with H >= N - 1 uses every degree 1..N-1 (MADE(9, [64]): 8 units each)
+    "masks_degrees_in_blocks": {
+        "made_masks": (
+            "def made_masks(N, hidden_sizes):\n"
+            "    if N < 2:\n"
+            "        raise ValueError(f'a MADE needs N >= 2 variables; got N={N}')\n"
+            "    dtype = torch.get_default_dtype()\n"
+            "    input_degrees = torch.arange(1, N + 1)\n"
+            "    degrees = [input_degrees] + [1 + torch.arange(H) * (N - 1) // H for H in hidden_sizes]\n"
+            "    masks = [(upper[:, None] >= lower[None, :]).to(dtype) for lower, upper in zip(degrees[:-1], degrees[1:])]\n"
+            "    masks.append((input_degrees[:, None] > degrees[-1][None, :]).to(dtype))\n"
+            "    return masks\n")},
 }
