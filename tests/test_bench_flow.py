@@ -162,6 +162,11 @@ def test_table_shows_settings_scores_and_peers():
     assert frame["zuko_same_recipe steps"][1] == "" == frame["zuko_default KL (nats)"][1]  # no peers: blank
 
 
+def test_table_calls_a_finite_but_huge_kl_diverged():
+    frame = table([record(0, 8.6e31)])
+    assert list(frame["KL (nats)"]) == ["diverged (KL 8.6e+31)"]
+
+
 # ----------------------------------------------------------------------------- command line
 
 def run_cli(*args, seconds="3"):

@@ -263,6 +263,8 @@ def run(seconds, seed, save=None, peer=None, device=None, progress=True,
 def _plus_minus(report: dict) -> str:
     if report.get("kl_nats") is None:
         return f"diverged ({report.get('non_finite_log_prob', '?')} non-finite log-densities)"
+    if report["kl_nats"] > 100:  # finite, but the flow put its mass far from the data
+        return f"diverged (KL {report['kl_nats']:.1e})"
     return f"{report['kl_nats']:.3f} ± {report['kl_stderr']:.3f}"
 
 
