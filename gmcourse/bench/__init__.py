@@ -21,6 +21,9 @@ __all__ = ["TASKS", "apply_overrides", "get_task", "parse_overrides"]
 TASKS = {
     "ising-ar": "gmcourse.bench.ising_ar",
     "flow-8gaussians": "gmcourse.bench.flow_8gaussians",
+    "ising-rbm": "gmcourse.bench.ising_rbm",
+    "tfim-rbm": "gmcourse.bench.tfim_rbm",
+    "ising-vae": "gmcourse.bench.ising_vae",
 }
 
 
