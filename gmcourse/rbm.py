@@ -387,7 +387,9 @@ class TranslationInvariantRBM(RBM):
 
     Hidden unit :math:`(c, p)` (channel :math:`c`, position :math:`p = (p_1, p_2)`) couples to
     site :math:`i` with :math:`W_{(c,p), i} = K_c[(i - p) \bmod L]`, where :math:`K_c` is filter
-    ``filters[c]`` (``(L, L)``). Hidden units are ordered channel by channel, positions row by row.
+    ``filters[c]``. Hidden units are ordered channel by channel, positions row by row. The filters
+    have size ``kernel_size`` (default ``L``: every site); a smaller kernel ``(k, k)`` is zero-padded
+    to ``(L, L)``, so each hidden unit sees only a ``k x k`` patch (a local receptive field).
 
     A nearest-neighbour Ising model at inverse temperature :math:`\beta` is exactly of this form:
     with spin hidden units, a unit that sees only the bond :math:`(i, j)` with weight :math:`w`
@@ -400,9 +402,12 @@ class TranslationInvariantRBM(RBM):
     """
 
     def __init__(self, L: int, n_channels: int, visible: str = "spin", hidden: str = "spin",
-                 seed: int | None = None, init_std: float = 0.01, **training):
+                 seed: int | None = None, init_std: float = 0.01, kernel_size: int | None = None, **training):
         self.L = _check_int("L", L, 2)
         self.n_channels = _check_int("n_channels", n_channels, 1)
+        self.kernel_size = L if kernel_size is None else _check_int("kernel_size", kernel_size, 1)
+        if self.kernel_size > L:
+            raise ValueError(f"kernel_size must be <= L = {L}, got {kernel_size}")
         super().__init__(L * L, n_channels * L * L, visible=visible, hidden=hidden, seed=seed, bias=False,
                          init_std=init_std, **training)
         rows, cols = torch.meshgrid(torch.arange(L), torch.arange(L), indexing="ij")
@@ -411,12 +416,14 @@ class TranslationInvariantRBM(RBM):
         self.register_buffer("_offset", offset, persistent=False)
 
     def _init_parameters(self, generator: torch.Generator, init_std: float):
-        self.filters = nn.Parameter(init_std * torch.randn(self.n_channels, self.L, self.L, generator=generator))
+        k = self.kernel_size
+        self.filters = nn.Parameter(init_std * torch.randn(self.n_channels, k, k, generator=generator))
         self.register_buffer("visible_bias", torch.zeros(self.n_visible))
         self.register_buffer("hidden_bias", torch.zeros(self.n_hidden))
 
     def couplings(self):
-        flat = self.filters.flatten(1)  # (channels, L^2)
+        pad = self.L - self.kernel_size
+        flat = F.pad(self.filters, (0, pad, 0, pad)).flatten(1)  # (channels, L^2): kernel in the top-left corner
         W = flat[:, self._offset].reshape(self.n_hidden, self.n_visible)  # (channels * L^2 positions, L^2 sites)
         return W, self.visible_bias.to(W.dtype), self.hidden_bias.to(W.dtype)
 
@@ -432,12 +439,12 @@ class TranslationInvariantRBM(RBM):
     def ising(cls, L: int, beta: float, J: float = 1.0) -> "TranslationInvariantRBM":
         r"""The RBM whose marginal :math:`P_\theta(v)` *is* the periodic Ising model
         (eq. ch3-eq-ising at :math:`h = 0`): two channels, horizontal and vertical bonds."""
-        rbm = cls(L, 2, init_std=0.0)
+        rbm = cls(L, 2, init_std=0.0, kernel_size=2)
         w = cls.ising_bond_weight(beta * J)
         with torch.no_grad():
             rbm.filters.zero_()
-            rbm.filters[0, 0, 0] = rbm.filters[0, 0, 1 % L] = w  # horizontal bond (0,0)-(0,1)
-            rbm.filters[1, 0, 0] = rbm.filters[1, 1 % L, 0] = w  # vertical bond (0,0)-(1,0)
+            rbm.filters[0, 0, 0] = rbm.filters[0, 0, 1] = w  # horizontal bond (0,0)-(0,1)
+            rbm.filters[1, 0, 0] = rbm.filters[1, 1, 0] = w  # vertical bond (0,0)-(1,0)
         return rbm
 
 
