@@ -3,13 +3,13 @@ r"""Autoencoders and independent component analysis (chapter 7).
 Equations are cited by the labels they carry in ``book/07_autoencoders.md``.
 
 **Autoencoders** (eq. ``ch7-eq-reconstruction``). An encoder :math:`f_\theta` maps a data point
-:math:`x\in\mathbb R^D` to a code :math:`z = f_\theta(x)\in\mathbb R^k` with :math:`k < D`, a decoder
+:math:`x\in\mathbb R^D` to a code :math:`z = f_\theta(x)\in\mathbb R^{d_z}` with :math:`d_z < D`, a decoder
 :math:`g_\psi` maps it back, and both are trained to minimise the reconstruction error
 
 .. math:: L(\theta, \psi) = \frac1N\sum_{n=1}^N \big\|x_n - g_\psi(f_\theta(x_n))\big\|^2 ,
 
 the squared error summed over the :math:`D` pixels and averaged over the examples. With linear
-maps the optimum spans the top-:math:`k` principal subspace of the data (eq. ``ch7-eq-pca``);
+maps the optimum spans the top-:math:`d_z` principal subspace of the data (eq. ``ch7-eq-pca``);
 :class:`LinearAutoencoder` is that case, :class:`MLPAutoencoder` and :class:`ConvAutoencoder` the
 deep ones. A **denoising** autoencoder (eq. ``ch7-eq-denoising``) reconstructs the clean
 :math:`x` from a corrupted :math:`\tilde x = x + \sigma\epsilon`, :math:`\epsilon\sim\mathcal N(0, I)`;
@@ -39,7 +39,7 @@ here with the super-Gaussian prior :math:`p(s) = 1/(\pi\cosh s)`. Its gradient (
 averaged over the data. :class:`LinearICA` is a :class:`~gmcourse.protocol.GenerativeModel` with an
 exact ``log_prob``; :func:`fit_ica` trains it with either update.
 
-Shapes: data are ``(n, D)`` tensors (the 8x8 digits flattened to ``D = 64``), codes ``(n, k)``.
+Shapes: data are ``(n, D)`` tensors (the 8x8 digits flattened to ``D = 64``), codes ``(n, d_z)`` with ``d_z = latent_dim``.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from torch import nn
 
 from gmcourse.flows import warmup_cosine_lr
 from gmcourse.protocol import GenerativeModel
-from gmcourse.utils import make_generator, progress
+from gmcourse.utils import make_generator, progress as progress_bar
 
 __all__ = ["Autoencoder", "LinearAutoencoder", "MLPAutoencoder", "ConvAutoencoder", "DenoisingAutoencoder",
            "train", "principal_angles", "LinearICA", "fit_ica", "amari_index", "sech_log_prob", "sample_sech"]
@@ -95,11 +95,11 @@ class Autoencoder(GenerativeModel):
         self.register_buffer("latent_cholesky", None)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        r"""Codes :math:`z = f_\theta(x)`, (n, D) -> (n, k)."""
+        r"""Codes :math:`z = f_\theta(x)`, (n, D) -> (n, d_z)."""
         return self.encoder(_check_points(x, self.dim))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        r"""Reconstructions :math:`g_\psi(z)`, (n, k) -> (n, D)."""
+        r"""Reconstructions :math:`g_\psi(z)`, (n, d_z) -> (n, D)."""
         return self.decoder(_check_points(z, self.latent_dim, "z"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -124,11 +124,11 @@ class Autoencoder(GenerativeModel):
     @torch.no_grad()
     def fit_latent_gaussian(self, x: torch.Tensor) -> "Autoencoder":
         r"""Fit :math:`\mathcal N(m, C)` to the codes of ``x`` (sample mean and covariance) for :meth:`sample`."""
-        z = self.encode(x)  # (n, k)
+        z = self.encode(x)  # (n, d_z)
         if len(z) <= self.latent_dim:
             raise ValueError(f"need more than latent_dim = {self.latent_dim} points to fit a covariance, got {len(z)}")
-        mean = z.mean(dim=0)  # (k,)
-        cov = torch.cov(z.T) + 1e-6 * torch.eye(self.latent_dim, dtype=z.dtype, device=z.device)  # (k, k)
+        mean = z.mean(dim=0)  # (d_z,)
+        cov = torch.cov(z.T) + 1e-6 * torch.eye(self.latent_dim, dtype=z.dtype, device=z.device)  # (d_z, d_z)
         self.latent_mean, self.latent_cholesky = mean, torch.linalg.cholesky(cov)
         return self
 
@@ -145,8 +145,8 @@ class Autoencoder(GenerativeModel):
             raise RuntimeError("call fit_latent_gaussian(x_train) first: an autoencoder has no distribution of "
                                "codes to sample from until one is fitted to the codes of data")
         generator = make_generator(seed=seed, generator=generator)
-        eps = torch.randn(n, self.latent_dim, generator=generator, dtype=self.latent_mean.dtype)  # (n, k)
-        z = self.latent_mean + eps.to(self.latent_mean.device) @ self.latent_cholesky.T  # (n, k)
+        eps = torch.randn(n, self.latent_dim, generator=generator, dtype=self.latent_mean.dtype)  # (n, d_z)
+        z = self.latent_mean + eps.to(self.latent_mean.device) @ self.latent_cholesky.T  # (n, d_z)
         return self.decode(z)
 
     @torch.no_grad()
@@ -157,7 +157,7 @@ class Autoencoder(GenerativeModel):
         values of :math:`\alpha` from 0 to 1.
         """
         _positive_int(n_steps, "n_steps", 2)
-        z = self.encode(torch.stack([x0.reshape(-1), x1.reshape(-1)]))  # (2, k)
+        z = self.encode(torch.stack([x0.reshape(-1), x1.reshape(-1)]))  # (2, d_z)
         alpha = torch.linspace(0, 1, n_steps, dtype=z.dtype, device=z.device)[:, None]  # (n_steps, 1)
         return self.decode((1 - alpha) * z[0] + alpha * z[1])
 
@@ -168,6 +168,9 @@ class LinearAutoencoder(Autoencoder):
     At the optimum the decoder's columns span the top-``latent_dim`` principal subspace of the
     data (Baldi and Hornik, 1989), though they need not be orthonormal nor the principal
     directions themselves: any invertible mixing of them, undone by the encoder, does as well.
+    How close a trained one is follows from its loss alone (eq. ch7-eq-angle-bound): an excess
+    :math:`\Delta L` over PCA's optimum bounds the principal angles to the principal subspace by
+    :math:`\sum_i\sin^2\vartheta_i \le \Delta L/(\lambda_{d_z} - \lambda_{d_z+1})`.
     """
 
     def __init__(self, dim: int = 64, latent_dim: int = 8):
@@ -176,7 +179,7 @@ class LinearAutoencoder(Autoencoder):
 
     @property
     def decoder_weight(self) -> torch.Tensor:
-        """:math:`U`, shape (D, k): its column space is what training aligns with the principal subspace."""
+        """:math:`U`, shape (D, d_z): its column space is what training aligns with the principal subspace."""
         return self.decoder.weight
 
 
@@ -217,7 +220,7 @@ class ConvAutoencoder(Autoencoder):
             nn.Unflatten(1, (1, 8, 8)),  # (n, 64) -> (n, 1, 8, 8)
             nn.Conv2d(1, c, 3, padding=1), nn.ReLU(),  # (n, c, 8, 8)
             nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), nn.ReLU(),  # (n, 2c, 4, 4)
-            nn.Flatten(), nn.Linear(2 * c * 16, _positive_int(latent_dim, "latent_dim")),  # (n, k)
+            nn.Flatten(), nn.Linear(2 * c * 16, _positive_int(latent_dim, "latent_dim")),  # (n, d_z)
         )
         decoder = nn.Sequential(
             nn.Linear(latent_dim, 2 * c * 16), nn.ReLU(), nn.Unflatten(1, (2 * c, 4, 4)),  # (n, 2c, 4, 4)
@@ -234,7 +237,9 @@ class DenoisingAutoencoder(Autoencoder):
     reconstruction of ``autoencoder`` from :math:`\tilde x` against the clean :math:`x`. A new
     :math:`\epsilon` is drawn at every call (from ``generator`` when given), so training sees a
     fresh corruption of every example at every step. Encoding and decoding are those of the
-    wrapped autoencoder, whose parameters are trained.
+    wrapped autoencoder, whose parameters are trained. For zero-mean data with covariance
+    :math:`\Sigma` and a linear map :math:`\hat x = W\tilde x`, the optimum is
+    :math:`W = \Sigma(\Sigma + \sigma^2 I)^{-1}` (eq. ch7-eq-dae-linear).
     """
 
     def __init__(self, autoencoder: Autoencoder, noise_std: float = 0.2):
@@ -259,14 +264,15 @@ class DenoisingAutoencoder(Autoencoder):
 
 
 def train(model: Autoencoder, x: torch.Tensor, steps: int = 2000, batch_size: int = 128, lr: float = 3e-3,
-          seed: int = 0, show_progress: bool | None = None) -> list[float]:
+          seed: int = 0, progress: bool | None = None) -> list[float]:
     """Train ``model`` on the data ``x`` (n, D) for exactly ``steps`` Adam steps; returns the loss of every step.
 
     Mini-batches are drawn without replacement within an epoch (the whole set when ``batch_size``
     is at least n), from a generator seeded with ``seed``, which also draws a denoising
     autoencoder's corruption. The learning rate decays from ``lr`` to 0 on a cosine over the run,
     so the last steps settle into the optimum rather than jitter around it. Same ``seed``, same data,
-    same initial weights: same result.
+    same initial weights: same result. ``progress=False`` hides the progress bar (``None``: shown
+    except under nbgrader).
     """
     if not isinstance(model, Autoencoder):
         raise TypeError(f"model must be a gmcourse.autoencoders.Autoencoder, got {type(model).__name__}")
@@ -277,8 +283,8 @@ def train(model: Autoencoder, x: torch.Tensor, steps: int = 2000, batch_size: in
     generator = make_generator(seed=seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     order, cursor, losses = torch.randperm(len(x), generator=generator), 0, []
-    for step in progress(range(steps), desc=type(model).__name__,
-                         disable=None if show_progress is None else not show_progress):
+    for step in progress_bar(range(steps), desc=type(model).__name__,
+                         disable=None if progress is None else not progress):
         if cursor + batch_size > len(x) and batch_size < len(x):
             order, cursor = torch.randperm(len(x), generator=generator), 0
         batch = x if batch_size >= len(x) else x[order[cursor:cursor + batch_size].to(x.device)]
@@ -379,7 +385,7 @@ class LinearICA(GenerativeModel):
 
 
 def fit_ica(x: torch.Tensor, steps: int = 500, lr: float = 0.1, natural: bool = True,
-            show_progress: bool | None = None) -> tuple[LinearICA, list[float]]:
+            progress: bool | None = None) -> tuple[LinearICA, list[float]]:
     r"""Maximum-likelihood ICA of ``x`` (n, D) by ``steps`` full-batch ascent steps; returns ``(model, losses)``.
 
     ``mean`` is set to the data mean and :math:`W` starts at the symmetric whitening matrix
@@ -403,8 +409,8 @@ def fit_ica(x: torch.Tensor, steps: int = 500, lr: float = 0.1, natural: bool = 
                              "cannot be square and invertible; drop the redundant columns first (e.g. with PCA)")
         model.unmixing.copy_(eigenvectors @ torch.diag(eigenvalues.rsqrt()) @ eigenvectors.T)
     losses = []
-    for _ in progress(range(_positive_int(steps, "steps")), desc="ICA",
-                      disable=None if show_progress is None else not show_progress):
+    for _ in progress_bar(range(_positive_int(steps, "steps")), desc="ICA",
+                      disable=None if progress is None else not progress):
         with torch.no_grad():
             losses.append(-model.log_prob(x).mean().item())
             step = model.natural_gradient(x) if natural else model.gradient(x)

@@ -60,7 +60,7 @@ def test_principal_angles_match_scipy_subspace_angles():
 def fit_linear_ae(x, k, steps):
     torch.manual_seed(0)  # same initial weights for every budget
     model = LinearAutoencoder(x.shape[1], k).double()
-    train(model, x, steps=steps, batch_size=len(x), lr=3e-2, seed=0, show_progress=False)
+    train(model, x, steps=steps, batch_size=len(x), lr=3e-2, seed=0, progress=False)
     return model
 
 
@@ -193,7 +193,7 @@ def laplace_mixture(n=4000, dim=3, seed=0):
 
 def test_ica_recovers_laplace_sources_up_to_permutation_and_scale_at_five_sigma():
     sources, mixing, x = laplace_mixture()
-    model, losses = fit_ica(x, steps=400, lr=0.2, show_progress=False)
+    model, losses = fit_ica(x, steps=400, lr=0.2, progress=False)
     unmixing = model.unmixing.detach()
     assert model.natural_gradient(x).abs().max() < 1e-7  # converged: the estimating equations hold
     assert all(b <= a + 1e-12 for a, b in zip(losses, losses[1:]))  # ascent never lowered the likelihood
@@ -217,7 +217,7 @@ def test_ica_cannot_separate_gaussian_sources():
     """Negative control: with Gaussian sources every rotation of the whitened data fits equally well."""
     sources, mixing, _ = laplace_mixture()
     gaussian = torch.randn(sources.shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
-    model, _ = fit_ica(gaussian @ mixing.T, steps=400, lr=0.2, show_progress=False)
+    model, _ = fit_ica(gaussian @ mixing.T, steps=400, lr=0.2, progress=False)
     sd, scales = asymptotic_separation_sd(sources)  # the bound that the Laplace sources met
     amari_bound = amari_index(torch.eye(3, dtype=torch.float64) + 5 * sd, torch.diag(scales))
     assert amari_index(model.unmixing.detach(), mixing) > 3 * amari_bound
@@ -244,7 +244,7 @@ def test_linear_denoising_autoencoder_converges_to_sigma_over_sigma_plus_noise()
         torch.manual_seed(1)
         autoencoder = LinearAutoencoder(dim, dim).double()
         train(DenoisingAutoencoder(autoencoder, sigma), x, steps=steps, batch_size=n, lr=3e-2, seed=2,
-              show_progress=False)
+              progress=False)
         w = (autoencoder.decoder.weight @ autoencoder.encoder.weight).detach()
         errors.append((w - optimum).abs())
     assert errors[1].max() < errors[0].max() / 3
