@@ -2,8 +2,8 @@ r"""Variational autoencoders (chapter 8): Gaussian encoder, reparameterisation, 
 
 Equations are cited by their labels in ``book/08_variational_autoencoders.md``.
 
-**The model** (eq. ``ch8-eq-latent-model``). A latent code :math:`z\in\mathbb R^{d}` is drawn from the
-prior :math:`p(z) = \mathcal N(0, I_d)` and a data point from the decoder :math:`p_\theta(x\mid z)`, a
+**The model** (eq. ``ch8-eq-latent-model``). A latent code :math:`z\in\mathbb R^{d_z}` is drawn from the
+prior :math:`p(z) = \mathcal N(0, I_{d_z})` and a data point from the decoder :math:`p_\theta(x\mid z)`, a
 simple distribution whose parameters a network computes from :math:`z`:
 
 ``"bernoulli"``   :math:`x\in\{0,1\}^D`, :math:`p_\theta(x\mid z) = \prod_i \mathrm{Bern}(x_i;\ \sigma(\ell_i(z)))`
@@ -41,13 +41,13 @@ computes the KL term exactly with :func:`gmcourse.divergences.gaussian_kl`
 
 **Quadrature** (eq. ``ch8-eq-quadrature``). For a latent space of dimension 1 or 2 the integral is
 done on a grid: :func:`quadrature_log_marginal` uses the midpoint rule on the square
-:math:`[-a, a]^d` with spacing :math:`h`, :math:`p_\theta(x) \approx \sum_g h^d\,\mathcal N(z_g; 0, I)\,
+:math:`[-a, a]^{d_z}` with spacing :math:`h`, :math:`p_\theta(x) \approx \sum_g h^{d_z}\,\mathcal N(z_g; 0, I)\,
 p_\theta(x\mid z_g)`. The decoder runs once per grid point, and the log-likelihoods of all pairs
 (data point, grid point) are one matrix product (:meth:`VAE.log_likelihood_matrix`); so the exact
 :math:`\log p_\theta(s)` of all :math:`2^{16}` states of a 4x4 Ising lattice costs seconds. Its error
 is estimated by halving :math:`h`.
 
-Shapes: data ``(n, D)``; latent codes ``(..., n, d)``; per-example results ``(n,)``.
+Shapes: data ``(n, D)``; latent codes ``(..., n, d_z)``; per-example results ``(n,)``.
 """
 
 from __future__ import annotations
@@ -103,11 +103,11 @@ def diagonal_normal_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Te
 
 
 class VAE(GenerativeModel):
-    r"""A variational autoencoder with a diagonal Gaussian encoder and prior :math:`\mathcal N(0, I_d)`.
+    r"""A variational autoencoder with a diagonal Gaussian encoder and prior :math:`\mathcal N(0, I_{d_z})`.
 
     Args:
         data_dim: :math:`D`, the number of variables of a data point (pixels, spins).
-        latent_dim: :math:`d`, the dimension of :math:`z`.
+        latent_dim: :math:`d_z`, the dimension of :math:`z`.
         hidden: widths of the hidden layers of the encoder and (mirrored) of the decoder;
             ``()`` makes both linear (probabilistic PCA with ``"gaussian"``).
         likelihood: the decoder's distribution, one of :data:`LIKELIHOODS` (module docstring).
