@@ -436,10 +436,11 @@ class TranslationInvariantRBM(RBM):
         return 0.5 * math.acosh(math.exp(2.0 * beta_J))
 
     @classmethod
-    def ising(cls, L: int, beta: float, J: float = 1.0) -> "TranslationInvariantRBM":
+    def ising(cls, L: int, beta: float, J: float = 1.0, dtype: torch.dtype = torch.float64) -> "TranslationInvariantRBM":
         r"""The RBM whose marginal :math:`P_\theta(v)` *is* the periodic Ising model
-        (eq. ch3-eq-ising at :math:`h = 0`): two channels, horizontal and vertical bonds."""
-        rbm = cls(L, 2, init_std=0.0, kernel_size=2)
+        (eq. ch3-eq-ising at :math:`h = 0`): two channels of 2x2 filters, horizontal and vertical
+        bonds. Parameters in ``dtype`` (float64 by default, so the identity holds to rounding)."""
+        rbm = cls(L, 2, init_std=0.0, kernel_size=2).to(dtype)
         w = cls.ising_bond_weight(beta * J)
         with torch.no_grad():
             rbm.filters.zero_()
