@@ -8,20 +8,25 @@ The model's :math:`\log Z` is exact (the RBM enumerates its smaller layer), but 
 uses it: the negative phase is PCD-k on ``n_chains`` persistent chains, as in the chapter. What
 the default configuration (:data:`DEFAULTS`) builds in, each switchable with ``--set``:
 
-1. **Structure** (``tied``). A nearest-neighbour Ising model *is* an RBM with one hidden spin per
-   bond (:class:`~gmcourse.rbm.TranslationInvariantRBM`). The default model is that family: a
-   convolutional RBM on the periodic lattice, ``n_channels`` filters of size :math:`L\times L`
+1. **Structure** (``tied``, ``kernel_size``). A nearest-neighbour Ising model *is* an RBM with one
+   hidden spin per bond (:class:`~gmcourse.rbm.TranslationInvariantRBM`). The default model is
+   that family: a convolutional RBM on the periodic lattice, ``n_channels`` filters of size
+   ``kernel_size`` x ``kernel_size`` (2 by default: a bond fits, and so does a plaquette)
    translated over the lattice, spin units, no biases, so translations and the global flip are
-   exact symmetries and there are only ``n_channels`` :math:`\times L^2` parameters.
-   ``tied=false`` trains a plain RBM with ``n_hidden`` hidden units (default
-   ``n_channels`` :math:`\times L^2`, the same number of hidden units) and biases.
-2. **Augmentation** (``augment``): each training sample is used in a random image under the
+   exact symmetries and there are only ``n_channels * kernel_size**2`` parameters (``kernel_size=4``: filters that cover the whole lattice). ``tied=false`` trains a
+   plain RBM with ``n_hidden`` hidden units (default ``n_channels`` :math:`\times L^2`, the same
+   number of hidden units as the convolutional one) and biases.
+2. **Initialisation** (``init``): ``"bonds"`` starts every hidden unit as a weak nearest-neighbour
+   bond of weight ``init_bond`` (even channels/units horizontal, odd ones vertical; the untied
+   RBM's units spread over all :math:`2L^2` bonds) plus :math:`\mathcal N(0, \text{init_std}^2)`
+   noise; ``"random"`` keeps only the noise. Either way every weight is trained.
+3. **Augmentation** (``augment``): each training sample is used in a random image under the
    lattice's 256 symmetries (:func:`~gmcourse.autoregressive.random_symmetry`), which
    :math:`P_\text{data}` respects; for the tied model only the 8 rotations/reflections add
    anything.
-3. **Negative chains** (``n_chains``, ``k``): many persistent chains and several Gibbs sweeps per
+4. **Negative chains** (``n_chains``, ``k``): many persistent chains and several Gibbs sweeps per
    update keep the model's expectation well estimated.
-4. **Learning-rate decay** (``lr_decay``): Adam's rate follows a cosine from ``learning_rate``
+5. **Learning-rate decay** (``lr_decay``): Adam's rate follows a cosine from ``learning_rate``
    to 0 over the budget, so the last updates average the noise of the PCD gradient out.
 
 Reported: ``kl_nats`` (exact, of the model returned), ``kl_initial_nats`` (before training),
@@ -31,7 +36,8 @@ Reported: ``kl_nats`` (exact, of the model returned), ``kl_initial_nats`` (befor
 ``kl_trace`` (the exact KL every ``eval_every`` seconds, for the progress display),
 ``threads`` and ``config``. With ``--peer sklearn``: scikit-learn's ``BernoulliRBM`` with as
 many hidden units, trained on the same data mapped to :math:`\{0,1\}` for the same wall time
-(PCD-1, its only method), right after ours; ``peer_kl_nats`` is its exact KL, computed by copying
+(PCD-1, its only method; learning rate ``peer_learning_rate``, minibatches of ``peer_batch_size``),
+right after ours; ``peer_kl_nats`` is its exact KL, computed by copying
 its weights into a :class:`~gmcourse.rbm.RBM` with binary units.
 """
 
