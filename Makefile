@@ -13,6 +13,8 @@ STAMP  := $(VENV)/.installed
 RUN    := PATH="$(BIN):$$PATH" OMP_NUM_THREADS=1 PYTHONHASHSEED=0
 ASSIGNMENTS := $(notdir $(wildcard solutions/A*))
 PYTEST_ARGS ?=
+# test processes in parallel (pytest-xdist); `make test PYTEST_WORKERS=0` runs in one process
+PYTEST_WORKERS ?= auto
 
 .PHONY: all book test venv exercises grade clean clean-book help
 
@@ -43,7 +45,7 @@ book: $(STAMP)
 
 test: $(STAMP)
 	@start=$$(date +%s); \
-	$(RUN) $(BIN)/python -m pytest $(PYTEST_ARGS); status=$$?; \
+	$(RUN) $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadscope $(PYTEST_ARGS); status=$$?; \
 	echo "make test: $$(( $$(date +%s) - start )) s"; exit $$status
 
 # Regenerate the student versions in exercises/ from the instructor sources in solutions/.

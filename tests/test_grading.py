@@ -137,9 +137,13 @@ def read_csv(path: Path) -> tuple[list[str], dict[str, dict[str, str]]]:
 
 
 # ------------------------------------------------------------------------------ one run per assignment
-@pytest.fixture(scope="module", params=CASES, ids=[c.ASSIGNMENT for c in CASES])
+# One grading run per assignment feeds every test of that assignment: the tests are methods of
+# one class per assignment (generated below), and the run is a class-scoped fixture. `make test`
+# distributes test classes over processes (pytest-xdist, --dist loadscope), so the assignments are
+# graded in parallel and no run is repeated.
+@pytest.fixture(scope="class")
 def graded(request, tmp_path_factory):
-    case = request.param
+    case = request.cls.case
     tmp = tmp_path_factory.mktemp(case.ASSIGNMENT)
     students, expected = build_students(case)
     course = tmp / "course"  # given as the parent of submitted/
@@ -166,83 +170,86 @@ def _failed_parts(graded, student) -> list[str]:
 
 
 @pytest.mark.slow
-def test_solution_gets_full_marks_and_blank_student_version_gets_zero(graded):
-    case = graded["case"]
-    assert _score(graded, "solution") == case.MAX_SCORE, (
-        f"the instructor's solution scored {_score(graded, 'solution')} / {case.MAX_SCORE}; "
-        f"failed cells: {[p for p in graded['header'][4:-1] if graded['rows']['solution'][p] in ('0', '')]}\n{graded['err']}")
-    assert _score(graded, "blank") == 0.0, f"the untouched student version scored {_score(graded, 'blank')}"
+class _GradingRun:
+    """The checks of one grading run; subclassed once per assignment below (``case`` is set there)."""
+
+    case = None
+
+    def test_solution_gets_full_marks_and_blank_student_version_gets_zero(self, graded):
+        case = graded["case"]
+        assert _score(graded, "solution") == case.MAX_SCORE, (
+            f"the instructor's solution scored {_score(graded, 'solution')} / {case.MAX_SCORE}; "
+            f"failed cells: {[p for p in graded['header'][4:-1] if graded['rows']['solution'][p] in ('0', '')]}\n{graded['err']}")
+        assert _score(graded, "blank") == 0.0, f"the untouched student version scored {_score(graded, 'blank')}"
 
 
-@pytest.mark.slow
-def test_each_classic_wrong_answer_loses_exactly_its_points(graded):
-    wrong = {s: e for s, e in graded["expected"].items() if s.startswith("wrong_")}
-    assert len(wrong) >= 5, f"{graded['case'].ASSIGNMENT} needs at least 5 classic wrong answers"
-    mismatches = [f"{s}: expected {e}, got {_score(graded, s)} (cells below the solution's: {_failed_parts(graded, s)})"
-                  for s, e in wrong.items() if _score(graded, s) != e]
-    assert not mismatches, "\n".join(mismatches)
+    def test_each_classic_wrong_answer_loses_exactly_its_points(self, graded):
+        wrong = {s: e for s, e in graded["expected"].items() if s.startswith("wrong_")}
+        assert len(wrong) >= 5, f"{graded['case'].ASSIGNMENT} needs at least 5 classic wrong answers"
+        mismatches = [f"{s}: expected {e}, got {_score(graded, s)} (cells below the solution's: {_failed_parts(graded, s)})"
+                      for s, e in wrong.items() if _score(graded, s) != e]
+        assert not mismatches, "\n".join(mismatches)
 
 
-@pytest.mark.slow
-def test_each_correct_alternative_gets_full_marks(graded):
-    correct = {s: e for s, e in graded["expected"].items() if s.startswith("correct_")}
-    short = [f"{s}: got {_score(graded, s)} of {e} (cells below the solution's: {_failed_parts(graded, s)})"
-             for s, e in correct.items() if _score(graded, s) != e]
-    assert not short, "\n".join(short)
+    def test_each_correct_alternative_gets_full_marks(self, graded):
+        correct = {s: e for s, e in graded["expected"].items() if s.startswith("correct_")}
+        short = [f"{s}: got {_score(graded, s)} of {e} (cells below the solution's: {_failed_parts(graded, s)})"
+                 for s, e in correct.items() if _score(graded, s) != e]
+        assert not short, "\n".join(short)
 
 
-@pytest.mark.slow
-def test_tampered_test_cells_are_restored_before_grading(graded):
-    row = graded["rows"]["tamperer"]
-    assert _score(graded, "tamperer") == graded["expected"]["tamperer"], (
-        f"tamperer scored {row['score']}, expected {graded['expected']['tamperer']}")
-    assert float(row["max_score"]) == graded["case"].MAX_SCORE
-    assert "edited locked cell(s)" in row["notes"] and "changed the points" in row["notes"], row["notes"]
-    assert "tamperer:" in graded["out"], "the summary should flag the tamperer"
+    def test_tampered_test_cells_are_restored_before_grading(self, graded):
+        row = graded["rows"]["tamperer"]
+        assert _score(graded, "tamperer") == graded["expected"]["tamperer"], (
+            f"tamperer scored {row['score']}, expected {graded['expected']['tamperer']}")
+        assert float(row["max_score"]) == graded["case"].MAX_SCORE
+        assert "edited locked cell(s)" in row["notes"] and "changed the points" in row["notes"], row["notes"]
+        assert "tamperer:" in graded["out"], "the summary should flag the tamperer"
 
 
-@pytest.mark.slow
-def test_broken_submissions_are_named_with_their_reason_and_the_others_are_graded(graded):
-    assert graded["code"] == 1, f"exit code {graded['code']}; stderr:\n{graded['err']}"
-    failures = graded["err"].split("Could not grade 2 submission(s)")[-1]
-    assert "broken (" in failures and "not valid JSON" in failures, graded["err"]
-    assert "corrupt (" in failures and "autograde failed" in failures, graded["err"]
-    assert "could not convert string to float: 'lots'" in failures, graded["err"]  # nbgrader's own error line
-    for student in ("broken", "corrupt"):
-        assert graded["rows"][student]["status"] == "not graded" and graded["rows"][student]["score"] == ""
-    graded_students = [s for s in graded["expected"]]
-    assert all(graded["rows"][s]["status"] == "graded" for s in graded_students), graded["rows"]
-    assert f"graded {len(graded_students)} of {len(graded_students) + 2} submissions" in graded["out"], graded["out"]
+    def test_broken_submissions_are_named_with_their_reason_and_the_others_are_graded(self, graded):
+        assert graded["code"] == 1, f"exit code {graded['code']}; stderr:\n{graded['err']}"
+        failures = graded["err"].split("Could not grade 2 submission(s)")[-1]
+        assert "broken (" in failures and "not valid JSON" in failures, graded["err"]
+        assert "corrupt (" in failures and "autograde failed" in failures, graded["err"]
+        assert "could not convert string to float: 'lots'" in failures, graded["err"]  # nbgrader's own error line
+        for student in ("broken", "corrupt"):
+            assert graded["rows"][student]["status"] == "not graded" and graded["rows"][student]["score"] == ""
+        graded_students = [s for s in graded["expected"]]
+        assert all(graded["rows"][s]["status"] == "graded" for s in graded_students), graded["rows"]
+        assert f"graded {len(graded_students)} of {len(graded_students) + 2} submissions" in graded["out"], graded["out"]
 
 
-@pytest.mark.slow
-def test_csv_has_total_and_per_test_cell_scores_for_every_submission(graded):
-    case = graded["case"]
-    source = nbformat.read(ROOT / "solutions" / case.ASSIGNMENT / case.NOTEBOOK, as_version=4)
-    test_cells = [_nbgrader(c)["grade_id"] for c in source.cells if _nbgrader(c).get("grade")]
-    points = sum(float(_nbgrader(c)["points"]) for c in source.cells if _nbgrader(c).get("grade"))
-    assert points == case.MAX_SCORE, f"the notebook's points add up to {points}, MAX_SCORE says {case.MAX_SCORE}"
-    assert graded["header"] == ["student", "score", "max_score", "status", *test_cells, "notes"]
-    assert set(graded["rows"]) == set(graded["expected"]) | {"broken", "corrupt"}
-    for student in graded["expected"]:
-        row = graded["rows"][student]
-        assert float(row["max_score"]) == case.MAX_SCORE
-        assert sum(float(row[p]) for p in test_cells) == float(row["score"]), row
+    def test_csv_has_total_and_per_test_cell_scores_for_every_submission(self, graded):
+        case = graded["case"]
+        source = nbformat.read(ROOT / "solutions" / case.ASSIGNMENT / case.NOTEBOOK, as_version=4)
+        test_cells = [_nbgrader(c)["grade_id"] for c in source.cells if _nbgrader(c).get("grade")]
+        points = sum(float(_nbgrader(c)["points"]) for c in source.cells if _nbgrader(c).get("grade"))
+        assert points == case.MAX_SCORE, f"the notebook's points add up to {points}, MAX_SCORE says {case.MAX_SCORE}"
+        assert graded["header"] == ["student", "score", "max_score", "status", *test_cells, "notes"]
+        assert set(graded["rows"]) == set(graded["expected"]) | {"broken", "corrupt"}
+        for student in graded["expected"]:
+            row = graded["rows"][student]
+            assert float(row["max_score"]) == case.MAX_SCORE
+            assert sum(float(row[p]) for p in test_cells) == float(row["score"]), row
 
 
-@pytest.mark.slow
-def test_feedback_html_is_written_for_every_graded_student(graded):
-    case = graded["case"]
-    feedback = graded["workdir"] / "feedback"
-    for student in graded["expected"]:
-        html = feedback / student / case.ASSIGNMENT / case.NOTEBOOK.replace(".ipynb", ".html")
-        assert html.is_file() and html.stat().st_size > 1000, f"no feedback for {student} at {html}"
-    assert not (feedback / "broken").exists() and not (feedback / "corrupt").exists()
+    def test_feedback_html_is_written_for_every_graded_student(self, graded):
+        case = graded["case"]
+        feedback = graded["workdir"] / "feedback"
+        for student in graded["expected"]:
+            html = feedback / student / case.ASSIGNMENT / case.NOTEBOOK.replace(".ipynb", ".html")
+            assert html.is_file() and html.stat().st_size > 1000, f"no feedback for {student} at {html}"
+        assert not (feedback / "broken").exists() and not (feedback / "corrupt").exists()
 
 
-@pytest.mark.slow
-def test_instructor_submissions_folder_is_left_untouched(graded):
-    assert graded["unchanged"], "grading modified the submissions folder it was given"
+    def test_instructor_submissions_folder_is_left_untouched(self, graded):
+        assert graded["unchanged"], "grading modified the submissions folder it was given"
+
+
+for _case in CASES:
+    _name = "TestGrading_" + _case.ASSIGNMENT
+    globals()[_name] = type(_name, (_GradingRun,), {"case": _case, "__doc__": f"Grading {_case.ASSIGNMENT} end to end."})
 
 
 # ------------------------------------------------------------------------------ layouts and errors
