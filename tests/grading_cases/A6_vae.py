@@ -14,7 +14,7 @@ Part 7's threshold (expected ELBO >= -20.0 nats per test image, in the notebook'
 calibrated with the instructor's solution and the notebook's budget (VAE(64, 8, 64): one tanh layer of 64
 units in the encoder and in the decoder, 8 latent dimensions; 400 Adam steps of 500 training images drawn
 with replacement, lr 1e-2 with cosine decay): over 60 seeds (0..59) of the initial weights, the minibatches
-and the noise, the expected test ELBO (256 codes per test image, standard error < 0.016) was -19.50 to
+and the noise, the expected test ELBO (as in the test, with 64 codes per test image: standard error < 0.016) was -19.50 to
 -19.21 nats (mean -19.33, standard deviation 0.066); with minibatches from shuffled epochs (the
 correct alternative below), 15 seeds (0..14) gave -19.38 to -19.15 (mean -19.27, standard deviation 0.057)
 and the notebook's seed -19.43.
