@@ -23,7 +23,7 @@ that the flawed objectives train are far below it (at the notebook's seed): no g
 encoder collapses onto the prior, the decoder learns independent pixels) and a mean over the pixels
 -25.17; sigma for sigma^2 in the KL -24.44; exp(logvar) as the standard deviation -21.70; log sigma for
 log sigma^2 in the KL -20.95; the KL with the wrong sign diverges. With the notebook's seed the solution
-prints a one-sample test ELBO of -19.378 and an IWAE bound (K = 100) of -18.992 nats per image.
+prints a one-sample test ELBO of -19.378 and an IWAE bound (S = 100) of -18.992 nats per image.
 
 Three more classic mistakes are caught by the same tests and scored exactly as stated by a full run of
 this grading test (kept out of WRONG_ANSWERS so that the test stays short: every wrong answer trains a VAE):
@@ -108,25 +108,25 @@ WRONG_ANSWERS = {
     # and iwae_test in the report (2)
     "log_weights_q_missing_log_variance": (
         {"importance_log_weights": (
-            "def importance_log_weights(x, encoder, decoder, K, generator=None):\n"
+            "def importance_log_weights(x, encoder, decoder, S, generator=None):\n"
             "    mu, logvar = encoder(x)\n"
-            "    mu_k, logvar_k = mu.expand(K, -1, -1), logvar.expand(K, -1, -1)\n"
-            "    z = reparameterize(mu_k, logvar_k, generator=generator)\n"
+            "    mu_s, logvar_s = mu.expand(S, -1, -1), logvar.expand(S, -1, -1)\n"
+            "    z = reparameterize(mu_s, logvar_s, generator=generator)\n"
             "    log_likelihood = bernoulli_log_likelihood(decoder(z), x)\n"
             "    log_prior = -0.5 * (z ** 2).sum(dim=-1)\n"
-            "    log_q = -0.5 * ((z - mu_k) ** 2 / torch.exp(logvar_k)).sum(dim=-1)\n"
+            "    log_q = -0.5 * ((z - mu_s) ** 2 / torch.exp(logvar_s)).sum(dim=-1)\n"
             "    return log_likelihood + log_prior - log_q\n")},
         20.0,
     ),
-    # the mean of the log-weights (an estimate of the ELBO, whatever K): Part 6 (1 + 2) and iwae_test (2)
+    # the mean of the log-weights (an estimate of the ELBO, whatever S): Part 6 (1 + 2) and iwae_test (2)
     "iwae_mean_of_logs": (
         {"iwae_bound": (
             "def iwae_bound(log_weights):\n"
             "    return log_weights.mean(dim=0)\n")},
         20.0,
     ),
-    # log sum_k w_k, the 1 / K forgotten: the same 5 points
-    "iwae_without_one_over_k": (
+    # log sum_k w_k, the 1 / S forgotten: the same 5 points
+    "iwae_without_one_over_s": (
         {"iwae_bound": (
             "def iwae_bound(log_weights):\n"
             "    return torch.logsumexp(log_weights, dim=0)\n")},
@@ -152,10 +152,10 @@ CORRECT_ANSWERS = {
             "    x = x.expand_as(logits)\n"
             "    return -F.binary_cross_entropy_with_logits(logits, x, reduction='none').sum(dim=-1)\n"),
         "importance_log_weights": (
-            "def importance_log_weights(x, encoder, decoder, K, generator=None):\n"
+            "def importance_log_weights(x, encoder, decoder, S, generator=None):\n"
             "    mu, logvar = encoder(x)\n"
             "    std = torch.exp(0.5 * logvar)\n"
-            "    z = reparameterize(mu.expand(K, *mu.shape), logvar.expand(K, *logvar.shape), generator=generator)\n"
+            "    z = reparameterize(mu.expand(S, *mu.shape), logvar.expand(S, *logvar.shape), generator=generator)\n"
             "    q = torch.distributions.Normal(mu, std)\n"
             "    prior = torch.distributions.Normal(torch.zeros_like(mu), torch.ones_like(std))\n"
             "    log_p_xz = bernoulli_log_likelihood(decoder(z), x) + prior.log_prob(z).sum(-1)\n"
