@@ -51,27 +51,14 @@ from torch import nn
 
 from gmcourse.flows import warmup_cosine_lr
 from gmcourse.protocol import GenerativeModel
-from gmcourse.utils import make_generator, progress as progress_bar
+from gmcourse.utils import check_points, make_generator, positive_int as _positive_int, progress as progress_bar
 
 __all__ = ["Autoencoder", "LinearAutoencoder", "MLPAutoencoder", "ConvAutoencoder", "DenoisingAutoencoder",
            "train", "principal_angles", "LinearICA", "fit_ica", "amari_index", "sech_log_prob", "sample_sech"]
 
 
 def _check_points(x, dim: int, what: str = "x") -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{what} must be a torch.Tensor of shape (n, {dim}), got {type(x).__name__}")
-    if x.dim() != 2 or x.shape[1] != dim:
-        raise ValueError(f"{what} must have shape (n, {dim}), got {tuple(x.shape)}"
-                         + (" (flatten 8x8 images with x.reshape(len(x), -1))" if x.dim() == 3 else ""))
-    if not x.is_floating_point():
-        raise TypeError(f"{what} must be a floating-point tensor, got dtype {x.dtype}")
-    return x
-
-
-def _positive_int(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
+    return check_points(x, dim, what, hint_if_3d="flatten 8x8 images with x.reshape(len(x), -1)")
 
 
 # ----------------------------------------------------------------------------- autoencoders

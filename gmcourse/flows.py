@@ -72,7 +72,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from gmcourse.protocol import GenerativeModel
-from gmcourse.utils import make_generator
+from gmcourse.utils import check_points as _check_points, make_generator, positive_int as _positive_int
 
 __all__ = ["AffineCoupling", "RealNVP", "ResidualFlowBlock", "ResidualFlow", "standard_normal_log_prob",
            "alternating_mask", "warmup_cosine_lr"]
@@ -114,22 +114,6 @@ def warmup_cosine_lr(fraction: float, peak: float, warmup_fraction: float = 0.05
     progress = min(1.0, (fraction - warmup_fraction) / (1.0 - warmup_fraction))
     floor = peak * final_fraction
     return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def _check_points(x, dim: int, what: str = "x") -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{what} must be a torch.Tensor of shape (n, {dim}), got {type(x).__name__}")
-    if x.dim() != 2 or x.shape[1] != dim:
-        raise ValueError(f"{what} must have shape (n, {dim}), got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise TypeError(f"{what} must be a floating-point tensor, got dtype {x.dtype}")
-    return x
-
-
-def _positive_int(value, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def _mlp(in_features, out_features, hidden, n_hidden_layers, activation, linear=nn.Linear) -> nn.Sequential:

@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-__all__ = ["default_device", "make_generator", "progress", "running_under_nbgrader"]
+__all__ = ["check_points", "default_device", "make_generator", "positive_int", "progress", "running_under_nbgrader"]
 
 
 def default_device() -> torch.device:
@@ -74,3 +74,23 @@ def progress(iterable=None, *, total=None, desc=None, disable=None, **kwargs):
         dynamic_ncols=True,
         **kwargs,
     )
+
+
+def check_points(x, dim: int, what: str = "x", hint_if_3d: str = "") -> torch.Tensor:
+    """``x`` must be a floating-point tensor of shape ``(n, dim)``; otherwise an error that says what
+    was expected (plus ``hint_if_3d`` when a batch of images arrives unflattened)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor of shape (n, {dim}), got {type(x).__name__}")
+    if x.dim() != 2 or x.shape[1] != dim:
+        raise ValueError(f"{what} must have shape (n, {dim}), got {tuple(x.shape)}"
+                         + (f" ({hint_if_3d})" if hint_if_3d and x.dim() == 3 else ""))
+    if not x.is_floating_point():
+        raise TypeError(f"{what} must be a floating-point tensor, got dtype {x.dtype}")
+    return x
+
+
+def positive_int(value, name: str, minimum: int = 1) -> int:
+    """``value`` must be an int (not a bool) of at least ``minimum``; otherwise a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["TASKS", "apply_overrides", "get_task", "parse_overrides"]
+__all__ = ["TASKS", "apply_overrides", "configuration_label", "get_task", "group_by_configuration", "parse_overrides"]
 
 # task name -> module (imported only when the task runs, so one task's imports cost others nothing)
 TASKS = {
@@ -80,3 +80,24 @@ def apply_overrides(defaults: dict, overrides: dict[str, str] | None) -> dict:
     if unknown:
         raise ValueError(f"unknown option(s) {unknown}; known: {sorted(defaults)}")
     return {**defaults, **{name: _convert(name, text, defaults[name]) for name, text in overrides.items()}}
+
+
+def configuration_label(record: dict, defaults: dict, ignore: tuple[str, ...] = ()) -> str:
+    """How a recorded run's configuration differs from ``defaults``, e.g. ``"augment=False"``
+    (``"default"`` when it does not; names in ``ignore`` are left out)."""
+    config = record.get("config")
+    if config is None:  # a record made before runs stored their configuration
+        config = apply_overrides(defaults, record.get("overrides"))
+    config = {name: tuple(value) if isinstance(value, list) else value for name, value in config.items()}
+    changed = [f"{name}={','.join(map(str, value)) if isinstance(value, tuple) else value}"
+               for name, value in config.items()
+               if name in defaults and name not in ignore and value != defaults[name]]
+    return ", ".join(changed) or "default"
+
+
+def group_by_configuration(frame):
+    """The rows of a results table (with a ``configuration`` column) with the runs of one
+    configuration together, configurations in the order they were first recorded."""
+    first_seen = {name: rank for rank, name in enumerate(dict.fromkeys(frame["configuration"]))}
+    return frame.sort_values("configuration", key=lambda column: column.map(first_seen), kind="stable",
+                             ignore_index=True)

@@ -52,7 +52,7 @@ import time
 import torch
 
 from gmcourse.autoregressive import MADE, SymmetrizedModel, lattice_symmetries, random_symmetry
-from gmcourse.bench import apply_overrides
+from gmcourse.bench import apply_overrides, configuration_label, group_by_configuration
 from gmcourse.ising import IsingModel
 from gmcourse.utils import default_device, make_generator, progress as progress_bar
 
@@ -169,13 +169,7 @@ def run(seconds: float, seed: int, save=None, peer=None, device=None, progress: 
 
 def _configuration(record: dict) -> str:
     """How a recorded run's configuration differs from :data:`DEFAULTS`, e.g. "augment=False"."""
-    config = record.get("config")
-    if config is None:  # a record made before runs stored their configuration
-        config = apply_overrides(DEFAULTS, record.get("overrides"))
-    config = {name: tuple(value) if isinstance(value, list) else value for name, value in config.items()}
-    changed = [f"{name}={','.join(map(str, value)) if isinstance(value, tuple) else value}"
-               for name, value in config.items() if name in DEFAULTS and value != DEFAULTS[name]]
-    return ", ".join(changed) or "default"
+    return configuration_label(record, DEFAULTS)
 
 
 def table(records: list[dict]):
@@ -197,6 +191,4 @@ def table(records: list[dict]):
         "n_params": record.get("n_params"),
     } for record in records]
     frame = pd.DataFrame(rows)
-    first_seen = {name: rank for rank, name in enumerate(dict.fromkeys(frame["configuration"]))}
-    return frame.sort_values("configuration", key=lambda column: column.map(first_seen), kind="stable",
-                             ignore_index=True)
+    return group_by_configuration(frame)

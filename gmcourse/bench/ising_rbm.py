@@ -49,7 +49,7 @@ import time
 import torch
 
 from gmcourse.autoregressive import lattice_symmetries, random_symmetry
-from gmcourse.bench import apply_overrides
+from gmcourse.bench import apply_overrides, configuration_label, group_by_configuration
 from gmcourse.bench.ising_ar import all_state_log_probs, exact_kl
 from gmcourse.ising import IsingModel
 from gmcourse.rbm import RBM, TranslationInvariantRBM
@@ -238,11 +238,9 @@ def run(seconds: float, seed: int, save=None, peer=None, device=None, progress: 
 
 
 def _configuration(record: dict) -> str:
-    """How a recorded run's configuration differs from :data:`DEFAULTS`, e.g. "tied=False"."""
-    config = record.get("config") or apply_overrides(DEFAULTS, record.get("overrides"))
-    changed = [f"{name}={value}" for name, value in config.items()
-               if name in DEFAULTS and value != DEFAULTS[name] and not name.startswith("peer_")]
-    return ", ".join(changed) or "default"
+    """How a recorded run's configuration differs from :data:`DEFAULTS`, e.g. "tied=False" (the
+    scikit-learn peer's settings are left out)."""
+    return configuration_label(record, DEFAULTS, ignore=tuple(name for name in DEFAULTS if name.startswith("peer_")))
 
 
 def table(records: list[dict]):
@@ -264,6 +262,4 @@ def table(records: list[dict]):
         "n_params": record.get("n_params"),
     } for record in records]
     frame = pd.DataFrame(rows)
-    first_seen = {name: rank for rank, name in enumerate(dict.fromkeys(frame["configuration"]))}
-    return frame.sort_values("configuration", key=lambda column: column.map(first_seen), kind="stable",
-                             ignore_index=True)
+    return group_by_configuration(frame)

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import torch
 
-from gmcourse.bench import apply_overrides
+from gmcourse.bench import apply_overrides, configuration_label, group_by_configuration
 from gmcourse.bench.ising_rbm import train
 from gmcourse.quantum import fidelity, sx_expectation, sz_correlation, tfim_ground_state
 from gmcourse.rbm import RBM
@@ -110,13 +110,8 @@ def table(records: list[dict]):
     :data:`DEFAULTS`), seed, budget, fidelity, exact KL, steps and number of parameters."""
     import pandas as pd
 
-    def configuration(record):
-        config = record.get("config") or apply_overrides(DEFAULTS, record.get("overrides"))
-        return ", ".join(f"{name}={value}" for name, value in config.items()
-                         if name in DEFAULTS and value != DEFAULTS[name]) or "default"
-
     frame = pd.DataFrame([{
-        "configuration": configuration(record),
+        "configuration": configuration_label(record, DEFAULTS),
         "seed": record.get("seed"),
         "budget (s)": record.get("seconds_budget", record.get("seconds")),
         "fidelity": record.get("fidelity"),
@@ -124,6 +119,4 @@ def table(records: list[dict]):
         "steps": record.get("steps"),
         "n_params": record.get("n_params"),
     } for record in records])
-    first_seen = {name: rank for rank, name in enumerate(dict.fromkeys(frame["configuration"]))}
-    return frame.sort_values("configuration", key=lambda column: column.map(first_seen), kind="stable",
-                             ignore_index=True)
+    return group_by_configuration(frame)
