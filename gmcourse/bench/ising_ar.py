@@ -56,7 +56,7 @@ from gmcourse.bench import apply_overrides, configuration_label, group_by_config
 from gmcourse.ising import IsingModel
 from gmcourse.utils import default_device, make_generator, progress as progress_bar
 
-__all__ = ["DEFAULTS", "run", "table", "exact_kl", "all_state_log_probs"]
+__all__ = ["DEFAULTS", "run", "table", "exact_kl", "all_state_log_probs", "ising_data"]
 
 L, TEMPERATURE, N_SAMPLES = 4, 2.269, 20_000
 DEFAULTS = dict(hidden_sizes=(64, 64), direct=True, learning_rate=3e-3, lr_decay=True, batch_size=256,
@@ -80,6 +80,17 @@ def exact_kl(ising: IsingModel, model=None, log_q: torch.Tensor | None = None) -
     return float((p * (p.log() - log_q)).sum())
 
 
+
+def ising_data(seed: int):
+    r"""The data every Ising L=4 benchmark shares: the model at :math:`T = 2.269`, a generator seeded
+    with ``seed``, 20,000 exact training samples and 20,000 fresh test samples, both (20000, 16) +-1.
+    The generator is returned so that a task draws its further random numbers from the same stream."""
+    ising = IsingModel(L, 1.0 / TEMPERATURE)
+    g = make_generator(seed)
+    train = ising.sample(N_SAMPLES, method="exact", generator=g).flatten(1)  # (20000, 16) = sample(seed=seed)
+    test = ising.sample(N_SAMPLES, method="exact", generator=g).flatten(1)  # fresh draws, scoring only
+    return ising, g, train, test
+
 def run(seconds: float, seed: int, save=None, peer=None, device=None, progress: bool = True,
         overrides: dict[str, str] | None = None) -> dict:
     """Train within ``seconds`` of wall time, return the scores (see the module docstring).
@@ -91,10 +102,7 @@ def run(seconds: float, seed: int, save=None, peer=None, device=None, progress: 
         raise ValueError(f"validation_fraction must be in [0, 1), got {cfg['validation_fraction']}")
     torch.set_num_threads(1)  # batches of 256 x 64 units: a second thread costs more than it gives
     device = torch.device(device) if device is not None else default_device()
-    ising = IsingModel(L, 1.0 / TEMPERATURE)
-    g = make_generator(seed)
-    data = ising.sample(N_SAMPLES, method="exact", generator=g).flatten(1)  # (20000, 16) = sample(seed=seed)
-    test = ising.sample(N_SAMPLES, method="exact", generator=g).flatten(1)  # fresh draws, scoring only
+    ising, g, data, test = ising_data(seed)
     split = torch.randperm(N_SAMPLES, generator=g)
     n_val = int(round(cfg["validation_fraction"] * N_SAMPLES))
     val, train = data[split[:n_val]].to(device), data[split[n_val:]].to(device)

@@ -50,8 +50,7 @@ import torch
 
 from gmcourse.autoregressive import lattice_symmetries, random_symmetry
 from gmcourse.bench import apply_overrides, configuration_label, group_by_configuration
-from gmcourse.bench.ising_ar import all_state_log_probs, exact_kl
-from gmcourse.ising import IsingModel
+from gmcourse.bench.ising_ar import all_state_log_probs, exact_kl, ising_data
 from gmcourse.rbm import RBM, TranslationInvariantRBM
 from gmcourse.utils import default_device, make_generator, progress as progress_bar
 
@@ -199,10 +198,7 @@ def run(seconds: float, seed: int, save=None, peer=None, device=None, progress: 
             raise ValueError(f"{name} must be >= 1, got {cfg[name]}")
     torch.set_num_threads(1)
     device = torch.device(device) if device is not None else default_device()
-    ising = IsingModel(L, 1.0 / TEMPERATURE)
-    g = make_generator(seed)
-    data = ising.sample(N_SAMPLES, method="exact", generator=g).flatten(1)  # (20000, 16), as in ising-ar
-    test = ising.sample(N_SAMPLES, method="exact", generator=g).flatten(1)  # fresh draws, scoring only
+    ising, g, data, test = ising_data(seed)  # the data of ising-ar
     train_seed = int(torch.randint(2**62, (1,), generator=g))
     model = build_model(cfg, train_seed).to(device)
     g_train = make_generator(train_seed, device=device)

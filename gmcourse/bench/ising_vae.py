@@ -41,7 +41,7 @@ import time
 import torch
 
 from gmcourse.bench import apply_overrides
-from gmcourse.bench.ising_ar import exact_kl
+from gmcourse.bench.ising_ar import exact_kl, ising_data
 from gmcourse.divergences import gaussian_kl
 from gmcourse.ising import IsingModel
 from gmcourse.utils import default_device, make_generator, progress as progress_bar
@@ -107,10 +107,7 @@ def run(seconds: float, seed: int, save=None, peer=None, device=None, progress: 
         raise ValueError(f"latent_dim must be 1 or 2 (the quadrature runs on a grid), got {cfg['latent_dim']}")
     torch.set_num_threads(1)  # batches of 256 x 64 units: a second thread costs more than it gives
     device = torch.device(device) if device is not None else default_device()
-    ising = IsingModel(L, 1.0 / TEMPERATURE)
-    g = make_generator(seed)
-    train = ising.sample(N_SAMPLES, method="exact", generator=g).flatten(1)  # (20000, 16), as in ising-ar
-    test = ising.sample(N_SAMPLES, method="exact", generator=g).flatten(1)  # fresh draws, scoring only
+    ising, g, train, test = ising_data(seed)  # the data of ising-ar
     train_seed = int(torch.randint(2**62, (1,), generator=g))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(train_seed)
