@@ -24,6 +24,10 @@ TASKS = {
     "ising-rbm": "gmcourse.bench.ising_rbm",
     "tfim-rbm": "gmcourse.bench.tfim_rbm",
     "ising-vae": "gmcourse.bench.ising_vae",
+    "gan-8gaussians": "gmcourse.bench.gan_8gaussians",
+    "gan-digits": "gmcourse.bench.gan_digits",
+    "ddpm-8gaussians": "gmcourse.bench.ddpm_8gaussians",
+    "ddpm-digits": "gmcourse.bench.ddpm_digits",
 }
 
 
