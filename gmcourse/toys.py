@@ -9,6 +9,10 @@ exact :math:`\log P_\text{data}`, the NLL of a model on fresh data and the data 
     An equal mixture of 8 isotropic Gaussians centred on a circle,
     :math:`p(x) = \frac18\sum_k \mathcal N(x; \mu_k, \sigma^2 I)`,
     :math:`\mu_k = r(\cos\frac{2\pi k}8, \sin\frac{2\pi k}8)`; evaluated with a log-sum-exp.
+``GaussianGrid``
+    An equal mixture of :math:`K = n^2` isotropic Gaussians centred on an :math:`n\times n`
+    square grid of the given spacing, centred on the origin (default: the 5x5 grid of std 0.05
+    used to count the modes a generative model covers).
 ``Checkerboard``
     Uniform on the 8 "black" 2x2 squares of a 4x4 board covering :math:`[-4, 4)^2`, the
     squares :math:`[2i, 2i+2)\times[2j, 2j+2)` with :math:`i + j` even. The density is
@@ -46,7 +50,7 @@ import torch
 from .divergences import Estimate, monte_carlo_mean
 from .utils import make_generator
 
-__all__ = ["Toy2D", "EightGaussians", "TwoMoons", "Checkerboard", "Spiral", "TOYS", "get_toy"]
+__all__ = ["Toy2D", "EightGaussians", "GaussianGrid", "TwoMoons", "Checkerboard", "Spiral", "TOYS", "get_toy"]
 
 PANEL_ARC_LENGTH_IN_NOISE = 2.0  # quadrature panel length, in units of the noise std
 GAUSS_LEGENDRE_ORDER = 8  # nodes per panel
@@ -123,6 +127,51 @@ class EightGaussians(Toy2D):
         squared_distance = ((x[:, None, :] - self.centers(x.device)) ** 2).sum(-1)  # (n, 8)
         log_component = -squared_distance / (2 * self.std**2) - math.log(2 * math.pi * self.std**2)
         return torch.logsumexp(log_component, dim=1) - math.log(8)
+
+
+class GaussianGrid(Toy2D):
+    r"""Equal mixture of :math:`K = n^2` Gaussians of std ``std`` on an ``n x n`` grid (``n = n_per_side``).
+
+    The centres are :math:`\mu_{ab} = s\,(a - \tfrac{n-1}2,\ b - \tfrac{n-1}2)` for
+    :math:`a, b = 0, \dots, n-1` and spacing :math:`s`, ordered with :math:`a` (the first
+    coordinate) outer, so the grid is centred on the origin;
+    :math:`p(x) = \frac1K\sum_k\mathcal N(x; \mu_k, \sigma^2 I)`. With the defaults
+    neighbours are 20 std apart and the entropy is :math:`\log K + \log(2\pi e\sigma^2)`
+    up to a negligible correction.
+    """
+
+    name = "gaussian-grid"
+
+    def __init__(self, n_per_side: int = 5, spacing: float = 1.0, std: float = 0.05):
+        if isinstance(n_per_side, bool) or not isinstance(n_per_side, int) or n_per_side < 1:
+            raise ValueError(f"n_per_side must be a positive int, got {n_per_side!r}")
+        self.n_per_side = n_per_side
+        self.spacing = _positive(spacing, "spacing")
+        self.std = _positive(std, "std")
+
+    @property
+    def n_modes(self) -> int:
+        return self.n_per_side**2
+
+    def centers(self, device=None) -> torch.Tensor:
+        """The :math:`K = n^2` centres, shape ``(K, 2)`` float64, first coordinate outer."""
+        ticks = self.spacing * (torch.arange(self.n_per_side, dtype=torch.float64, device=device) - (self.n_per_side - 1) / 2)
+        return torch.cartesian_prod(ticks, ticks).reshape(-1, 2)  # (K, 2)
+
+    def _sample(self, n, generator):
+        device = generator.device
+        component = torch.randint(0, self.n_modes, (n,), generator=generator, device=device)
+        noise = torch.randn(n, 2, generator=generator, device=device, dtype=torch.float64)
+        return self.centers(device)[component] + self.std * noise
+
+    def _log_prob(self, x):
+        centers = self.centers(x.device)
+        pieces = []
+        for xs in x.split(max(1, _CHUNK_ELEMENTS // centers.shape[0])):
+            squared_distance = ((xs[:, None, :] - centers) ** 2).sum(-1)  # (n, K)
+            log_component = -squared_distance / (2 * self.std**2) - math.log(2 * math.pi * self.std**2)
+            pieces.append(torch.logsumexp(log_component, dim=1))
+        return torch.cat(pieces) - math.log(self.n_modes)
 
 
 class Checkerboard(Toy2D):
@@ -283,7 +332,7 @@ class Spiral(_NoisyCurve):
         return curve + self.noise * torch.randn(n, 2, **options)
 
 
-TOYS = {cls.name: cls for cls in (EightGaussians, TwoMoons, Checkerboard, Spiral)}
+TOYS = {cls.name: cls for cls in (EightGaussians, GaussianGrid, TwoMoons, Checkerboard, Spiral)}
 
 
 def get_toy(name: str, **kwargs) -> Toy2D:
