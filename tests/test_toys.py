@@ -17,11 +17,12 @@ import torch
 from scipy.integrate import quad
 from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
-from gmcourse.toys import TOYS, Checkerboard, EightGaussians, Spiral, TwoMoons, get_toy
+from gmcourse.toys import TOYS, Checkerboard, EightGaussians, GaussianGrid, Spiral, TwoMoons, get_toy
 
 # name -> (toy, box (x_lo, x_hi, y_lo, y_hi), grid spacing h, fine cells per histogram bin)
 GRIDS = {
     "8gaussians": (EightGaussians(), (-3.0, 3.0, -3.0, 3.0), 0.05, 10),
+    "gaussian-grid": (GaussianGrid(), (-2.5, 2.5, -2.5, 2.5), 0.025, 8),
     "two_moons": (TwoMoons(), (-2.5, 2.5, -1.75, 1.75), 0.05, 5),
     "two_moons_0.05": (TwoMoons(noise=0.05), (-2.0, 2.0, -1.25, 1.25), 0.025, 10),
     "spiral": (Spiral(), (-5.0, 5.0, -5.0, 5.0), 0.05, 10),
@@ -122,6 +123,50 @@ def test_eight_gaussians_entropy_matches_closed_form_within_five_sigma():
     toy = EightGaussians()
     estimate = toy.entropy(n=100_000, seed=1)
     closed_form = math.log(8) + math.log(2 * math.pi * math.e * toy.std**2)
+    assert abs(estimate.mean - closed_form) < 5 * estimate.stderr
+
+
+def test_gaussian_grid_centres_are_a_square_lattice_around_the_origin():
+    toy = GaussianGrid(n_per_side=4, spacing=0.5, std=0.02)
+    centres = toy.centers()
+    assert centres.shape == (16, 2) and centres.dtype == torch.float64
+    ticks = torch.tensor([-0.75, -0.25, 0.25, 0.75], dtype=torch.float64)
+    torch.testing.assert_close(centres, torch.cartesian_prod(ticks, ticks), rtol=0, atol=1e-15)
+    assert get_toy("gaussian-grid").centers().shape == (25, 2)
+
+
+def test_gaussian_grid_log_prob_matches_torch_mixture():
+    toy = GaussianGrid(n_per_side=3, spacing=0.8, std=0.2)
+    ticks = torch.tensor([-0.8, 0.0, 0.8], dtype=torch.float64)
+    centres = torch.cartesian_prod(ticks, ticks)
+    mixture = MixtureSameFamily(
+        Categorical(probs=torch.full((9,), 1 / 9, dtype=torch.float64)),
+        Independent(Normal(centres, torch.full_like(centres, 0.2)), 1),
+    )
+    x = 1.5 * torch.randn(500, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(toy.log_prob(x), mixture.log_prob(x), rtol=1e-12, atol=1e-12)
+
+
+def test_gaussian_grid_sample_moments_within_five_sigma():
+    # Each coordinate is a uniform tick in spacing * {-2, ..., 2} plus N(0, std^2) noise:
+    # mean 0, variance 2 spacing^2 + std^2, the two coordinates independent.
+    toy = GaussianGrid()
+    n = 50_000
+    x = toy.sample(n, seed=8).double()
+    variance = 2 * toy.spacing**2 + toy.std**2
+    # standard error of a mean: sqrt(variance / n); of a sample variance: sqrt((mu_4 - variance^2) / n)
+    ticks = toy.spacing * torch.arange(-2, 3, dtype=torch.float64)
+    mu4 = (ticks**4).mean().item() + 6 * (ticks**2).mean().item() * toy.std**2 + 3 * toy.std**4
+    assert (x.mean(0).abs() < 5 * math.sqrt(variance / n)).all()
+    assert ((x.var(0) - variance).abs() < 5 * math.sqrt((mu4 - variance**2) / n)).all()
+    assert abs(((x[:, 0] * x[:, 1]).mean()).item()) < 5 * variance / math.sqrt(n)
+
+
+def test_gaussian_grid_entropy_matches_closed_form_within_five_sigma():
+    # Neighbours are spacing / std = 20 std apart: H = log 25 + log(2 pi e std^2) up to ~exp(-50).
+    toy = GaussianGrid()
+    estimate = toy.entropy(n=50_000, seed=9)
+    closed_form = math.log(25) + math.log(2 * math.pi * math.e * toy.std**2)
     assert abs(estimate.mean - closed_form) < 5 * estimate.stderr
 
 
@@ -242,6 +287,8 @@ def test_sampling_and_log_prob_stay_on_the_generator_device(name):
         (lambda: EightGaussians(radius=0), "radius must be a positive"),
         (lambda: TwoMoons(noise=0.0), "noise must be a positive"),
         (lambda: Spiral(turns=float("inf")), "turns must be a positive finite"),
+        (lambda: GaussianGrid(n_per_side=0), "n_per_side must be a positive int, got 0"),
+        (lambda: GaussianGrid(std=0), "std must be a positive"),
         (lambda: get_toy("moons"), r"unknown toy 'moons'; choose one of \['8gaussians', 'checkerboard'"),
     ],
 )
