@@ -24,7 +24,16 @@ small network blurs the modes; at bandwidth 1.0 the same runs give 2.7 to 17.3 s
 networks that flawed losses train, at the notebook's seed (2024): the network trained to predict x0 507 standard
 errors; sqrt(alpha_t) for sqrt(abar_t) in q_sample 85.4 (both fail); abar_{t-1} for abar_t in q_sample 33.6, steps
 drawn from 0..T-1 33.6, a mean over the coordinates 31.4 (these three train a usable network and pass the threshold:
-they are caught by the tests of Parts 2 and 4).
+they are caught by the tests of Parts 2 and 4). With the notebook's seed the solution's network is at 31.4 standard
+errors in the hidden test, and the solution prints MMD^2 = 0.01001 (34.7 standard errors) for its own samples against
+x_fresh.
+
+Three more classic mistakes in Part 3 and one in Part 1 were checked by executing their test cells alone (kept out of
+WRONG_ANSWERS so that the grading test stays short: every wrong answer trains a network): abar_t where abar_{t-1}
+belongs in the posterior variance, the same in the posterior mean, and the standard deviation returned for the
+posterior variance each fail both tests of Part 3 (4 points; nothing else calls posterior_mean_variance, so each
+scores 21); alpha_bars[t] = alpha_1 ... alpha_{t-1} (the product without step t) fails both tests of Part 1 (3
+points, and the experiment, which uses the student's schedule: its total was not measured).
 
 Each of CORRECT_ANSWERS must get full marks: the tests compare values (with the random draws replayed from
 the stated calls), moments and statistics, not one way of writing them, and the threshold holds for any
