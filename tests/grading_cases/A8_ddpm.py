@@ -63,8 +63,8 @@ WRONG_ANSWERS = {
             "    return torch.sqrt(alpha) * x0 + torch.sqrt(1.0 - alpha_bar) * noise\n")},
         15.0,
     ),
-    # t drawn from 0..T-1 and used as the step: the replayed draws differ (loss 1 + 3); the network never sees t = T but still samples well
-    # enough (33.6 standard errors: the threshold passes)
+    # t drawn from 0..T-1 and used as the step: the replayed draws differ (loss 1 + 3); the network never sees
+    # t = T but still samples well enough (33.6 standard errors: the threshold passes)
     "loss_steps_drawn_from_zero": (
         {"ddpm_loss": (
             "def ddpm_loss(eps_model, x0, schedule, generator=None):\n"
