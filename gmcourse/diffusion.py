@@ -275,14 +275,16 @@ class MLPNoisePredictor(NoisePredictor):
     r"""An MLP :math:`\epsilon_\theta(x_t, t)` for low-dimensional data.
 
     The time step enters as ``time_embedding``: ``"sinusoidal"`` (:func:`sinusoidal_embedding` of
-    width ``embedding_dim``, passed through a small MLP, added to every hidden layer's
-    pre-activation), or ``"scalar"`` (:math:`t/T` appended to the input, the simplest choice).
+    width ``embedding_dim``; with ``embed_every_layer=True`` mapped linearly to a shift of every hidden
+    layer's pre-activation, otherwise appended to the input), or ``"scalar"``
+    (:math:`t/T` appended to the input, the simplest choice).
     ``residual=True`` makes every hidden layer after the first a residual block
     :math:`h \leftarrow h + \mathrm{act}(W h + b + e(t))`. The output layer starts at zero, so the
     untrained network predicts :math:`\epsilon_\theta = 0`."""
 
     def __init__(self, data_dim: int = 2, hidden=(128, 128, 128), time_embedding: str = "sinusoidal",
-                 embedding_dim: int = 64, activation: str = "silu", T: int = 1000, residual: bool = False):
+                 embedding_dim: int = 64, activation: str = "silu", T: int = 1000, residual: bool = False,
+                 embed_every_layer: bool = True):
         super().__init__()
         self.data_dim = positive_int(data_dim, "data_dim")
         hidden = tuple(hidden)
@@ -296,28 +298,36 @@ class MLPNoisePredictor(NoisePredictor):
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         self.hidden, self.time_embedding, self.embedding_dim = hidden, time_embedding, embedding_dim
         self.T, self.residual = positive_int(T, "T"), residual
+        if time_embedding == "sinusoidal" and (embedding_dim < 2 or embedding_dim % 2):
+            raise ValueError(f"embedding_dim must be an even int >= 2, got {embedding_dim}")
+        self.embed_every_layer = time_embedding == "sinusoidal" and embed_every_layer
         self.act = ACTIVATIONS[activation]()
-        extra = 1 if time_embedding == "scalar" else 0
+        extra = 0 if self.embed_every_layer else 1 if time_embedding == "scalar" else embedding_dim
         sizes = (data_dim + extra,) + hidden
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        if time_embedding == "sinusoidal":
-            self.time_mlp = nn.Sequential(nn.Linear(embedding_dim, hidden[0]), ACTIVATIONS[activation]())
-            self.time_proj = nn.ModuleList(nn.Linear(hidden[0], h) for h in hidden)
+        if self.embed_every_layer:  # one matrix maps the embedding to every layer's shift
+            self.time_proj = nn.Linear(embedding_dim, sum(hidden))
         self.out = nn.Linear(hidden[-1], data_dim)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if self.time_embedding == "scalar":
-            h = torch.cat([x_t, (t.to(x_t.dtype) / self.T).unsqueeze(-1)], dim=-1)
+        if not self.embed_every_layer:
+            if self.time_embedding == "scalar":
+                features = (t.to(x_t.dtype) / self.T).unsqueeze(-1)
+            else:
+                features = sinusoidal_embedding(t, self.embedding_dim).to(x_t.dtype)
+            h = torch.cat([x_t, features], dim=-1)
             for i, layer in enumerate(self.layers):
                 a = self.act(layer(h))
                 h = h + a if self.residual and i > 0 else a
             return self.out(h)
-        e = self.time_mlp(sinusoidal_embedding(t, self.embedding_dim).to(x_t.dtype))  # (n, hidden[0])
+        shared = t.numel() > 1 and not torch.is_grad_enabled() and bool((t == t[0]).all())
+        steps = t[:1] if shared else t  # sampling: one time step for the whole batch, embedded once
+        shifts = self.time_proj(sinusoidal_embedding(steps, self.embedding_dim).to(x_t.dtype)).split(self.hidden, -1)
         h = x_t
-        for i, (layer, proj) in enumerate(zip(self.layers, self.time_proj)):
-            a = self.act(layer(h) + proj(e))
+        for i, (layer, shift) in enumerate(zip(self.layers, shifts)):
+            a = self.act(layer(h) + shift)
             h = h + a if self.residual and i > 0 else a
         return self.out(h)
 
@@ -549,7 +559,7 @@ class DDPM(GenerativeModel):
 
     # -------------------------------------------------------------- training loss
     def loss(self, x: torch.Tensor, generator: torch.Generator | None = None, weighting: str = "simple",
-             snr_gamma: float = 5.0) -> torch.Tensor:
+             snr_gamma: float = 5.0, t_probabilities: torch.Tensor | None = None) -> torch.Tensor:
         r"""The noise-prediction loss (eq. ``ch10-eq-eps-loss``) on a batch ``x`` (n, D): one
         :math:`t` uniform on 1..T and one :math:`\epsilon` per example,
         :math:`\frac1{nD}\sum_i w(t_i)\,\|\epsilon_i - \epsilon_\theta(x_{t_i}, t_i)\|^2`.
@@ -559,14 +569,24 @@ class DDPM(GenerativeModel):
         :math:`\beta_1/(2\sigma_1^2\alpha_1(1-\bar\alpha_1))` with :math:`\sigma_1^2 = \beta_1`), whose
         expectation is the :math:`\epsilon`-dependent part of :math:`-\mathcal L/D`; ``"min-snr"``
         :math:`w = \min(\mathrm{SNR}_t, \gamma)/\mathrm{SNR}_t` with
-        :math:`\mathrm{SNR}_t = \bar\alpha_t/(1-\bar\alpha_t)` (Hang et al. 2023)."""
+        :math:`\mathrm{SNR}_t = \bar\alpha_t/(1-\bar\alpha_t)` (Hang et al. 2023).
+
+        ``t_probabilities`` (T,) draws :math:`t` from that distribution over 1..T instead of the
+        uniform one (unweighted: this, too, changes the weighting of the steps, not the minimiser
+        :math:`\mathbb E[\epsilon\mid x_t]` of each step's term)."""
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
         y = self._standardise(x)
         n = y.shape[0]
         device = y.device
         generator = make_generator(generator=generator)
-        t = torch.randint(1, self.T + 1, (n,), generator=generator, device=generator.device).to(device)
+        if t_probabilities is None:
+            t = torch.randint(1, self.T + 1, (n,), generator=generator, device=generator.device).to(device)
+        else:
+            if t_probabilities.shape != (self.T,) or (t_probabilities < 0).any() or t_probabilities.sum() <= 0:
+                raise ValueError(f"t_probabilities must be {self.T} non-negative numbers (for t = 1..T), not all 0")
+            t = 1 + torch.multinomial(t_probabilities.to(generator.device, torch.float64), n, replacement=True,
+                                      generator=generator).to(device)
         eps = torch.randn(y.shape, generator=generator, device=generator.device, dtype=y.dtype).to(device)
         x_t = q_sample(y, t, self.schedule, noise=eps)
         error = ((eps - self.noise_predictor(x_t, t)) ** 2).mean(-1)  # (n,)

@@ -1,0 +1,135 @@
+r"""Benchmark ``ddpm-digits``: chapter 10's DDPM trained for a wall-clock budget on the 8x8 digits and
+scored on its samples in a digit classifier's feature space.
+
+    python -m gmcourse.bench ddpm-digits --seconds 60 --seed 0 [--set NAME=VALUE ...]
+
+Data: the 1,500 training digits of :func:`gmcourse.digits.load_digits` in the ``"float"`` form
+(pixel values levels/16 in [0, 1], flattened to 64 values), minibatches drawn with replacement. The
+diffusion runs on :math:`y = (x - 0.5)/0.5 \in [-1, 1]` (``DDPM(data_shift=0.5, data_scale=0.5)``);
+samples are mapped back and clamped to [0, 1] (``sample_range``). Model:
+:class:`gmcourse.diffusion.DDPM` with :math:`T = 1000` linear steps, :math:`\sigma_t^2 = \tilde\beta_t`,
+and a noise predictor chosen by ``network``: ``"mlp"`` (:class:`~gmcourse.diffusion.MLPNoisePredictor`
+on the 64 pixel values, the default: cheap enough that the :math:`T` network calls of ancestral
+sampling stay short on one core) or ``"conv"`` (:class:`~gmcourse.diffusion.ConvNoisePredictor`,
+``channels`` and ``n_layers``). Training uses the recipe of ``ddpm-8gaussians``
+(:func:`gmcourse.bench.ddpm_8gaussians.train`: Adam, warm-up and cosine decay over the budget,
+gradient clipping, EMA of the weights); every field of :data:`DEFAULTS` can be changed with ``--set``.
+
+Scores (:func:`gmcourse.metrics.digit_scores`) of ``n_samples`` = 1,000 samples: the Fréchet distance
+between the features of real test digits and of the samples in a small classifier trained once on the
+real training digits, and the entropy of the predicted-label histogram (log 10 = 2.303 nats when all ten
+digits are equally frequent); ``floor`` holds the same numbers for held-out real digits
+(:func:`gmcourse.metrics.digit_floor`, at most 500 of them), the best a model can hope for. The
+Fréchet distance of a finite sample is biased upwards by about :math:`1/n`, so the first
+``floor["n"]`` samples are also scored (``frechet_distance_at_floor_n``, ``label_entropy_at_floor_n``)
+for a comparison at equal size. No ELBO is reported: the
+pixel values are discrete (17 levels), so a continuous density on them has no meaningful likelihood
+without dequantisation. There is no peer library for this task.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from gmcourse.bench import apply_overrides, configuration_label, group_by_configuration
+from gmcourse.bench.ddpm_8gaussians import check_config, make_network, make_schedule, recipe_of, t_probabilities, train
+from gmcourse.diffusion import DDPM, ConvNoisePredictor
+from gmcourse.digits import load_digits
+from gmcourse.utils import default_device, make_generator
+
+__all__ = ["DEFAULTS", "run", "table"]
+
+DEFAULTS = dict(
+    T=1000, schedule="linear", variance="posterior", network="mlp",
+    hidden=(256, 256, 256), residual=False, time_embedding="sinusoidal", embed_every_layer=True, embedding_dim=64,
+    activation="silu", channels=32, n_layers=3,
+    batch_size=256, lr=1e-3, lr_schedule="warmup-cosine", warmup_fraction=0.02, final_lr_fraction=0.0,
+    grad_clip=1.0, ema_decay=0.999, weighting="simple", low_t_fraction=0.0, low_t_max=250, max_steps=None,
+    n_samples=1000, threads=1,
+)
+SAMPLE_SEED_OFFSET = 2_000_003  # the sampling stream never overlaps the training stream
+FLOOR_MAX = 500  # gmcourse.metrics.digit_floor has 500 held-out real digits
+
+
+def _check(cfg: dict) -> dict:
+    if cfg["network"] not in ("mlp", "conv"):
+        raise ValueError(f"network must be 'mlp' or 'conv', got {cfg['network']!r}")
+    if cfg["n_samples"] < 2:
+        raise ValueError(f"n_samples must be >= 2, got {cfg['n_samples']}")
+    return check_config({**cfg, "n_eval": cfg["n_samples"], "n_elbo": 0})
+
+
+def run(seconds, seed, save=None, peer=None, device=None, progress=True,
+        overrides: dict[str, str] | None = None) -> dict:
+    """Train for ``seconds`` of wall time; the sample scores and the real-digit floor (see the module
+    docstring). ``overrides`` (``--set NAME=VALUE`` strings) change :data:`DEFAULTS`."""
+    from gmcourse.metrics import digit_floor, digit_scores
+
+    if peer is not None:
+        raise ValueError(f"ddpm-digits has no peer library to compare with, got --peer {peer!r}")
+    cfg = _check(apply_overrides(DEFAULTS, overrides))
+    device = torch.device(device) if device is not None else default_device()
+    torch.set_num_threads(cfg["threads"])
+    schedule = make_schedule(cfg)
+    images, _ = load_digits("train", form="float", flatten=True)  # (1500, 64) in [0, 1]
+    images = images.to(device)
+
+    torch.manual_seed(seed)  # network initialisation
+    net = (make_network(cfg, data_dim=64) if cfg["network"] == "mlp"
+           else ConvNoisePredictor(cfg["channels"], cfg["n_layers"], cfg["embedding_dim"], cfg["T"]))
+    model = DDPM(net, schedule, cfg["variance"], data_shift=0.5, data_scale=0.5, sample_range=(0.0, 1.0)).to(device)
+    data_generator, noise_generator = make_generator(seed), make_generator(seed + 1)
+
+    def draw(m):
+        return images[torch.randint(len(images), (m,), generator=data_generator).to(device)]
+
+    probabilities = t_probabilities(cfg)
+    steps, elapsed, cpu_seconds = train(
+        lambda x: model.loss(x, generator=noise_generator, weighting=cfg["weighting"], t_probabilities=probabilities),
+        model, draw, seconds, recipe_of(cfg), cfg["max_steps"], cfg["ema_decay"], "DDPM digits", progress)
+    model.eval()
+    start = time.perf_counter()
+    samples = model.sample(cfg["n_samples"], generator=make_generator(seed + SAMPLE_SEED_OFFSET)).cpu()  # (n, 64)
+    sampling_seconds = time.perf_counter() - start
+    scores = digit_scores(samples)
+    n_floor = min(cfg["n_samples"], FLOOR_MAX)
+    floor = digit_floor(n=n_floor)
+    same_n = scores if n_floor == cfg["n_samples"] else digit_scores(samples[:n_floor])
+    result = {"frechet_distance": scores["frechet_distance"], "label_entropy": scores["label_entropy"],
+              "label_counts": [int(c) for c in scores["label_counts"]], "n_samples": cfg["n_samples"],
+              "frechet_distance_at_floor_n": same_n["frechet_distance"],
+              "label_entropy_at_floor_n": same_n["label_entropy"],
+              "floor": {"n": n_floor, "frechet_distance": floor["frechet_distance"],
+                        "label_entropy": floor["label_entropy"]},
+              "seconds": elapsed, "steps": steps, "steps_per_second": steps / elapsed,
+              "steps_per_cpu_second": steps / max(cpu_seconds, 1e-9),
+              "epochs": round(steps * cfg["batch_size"] / len(images), 1),
+              "sampling_seconds": sampling_seconds, "sampling_steps": cfg["T"],
+              "n_params": sum(p.numel() for p in model.parameters()), "seconds_budget": seconds,
+              "device": str(device), "threads": cfg["threads"],
+              "config": {name: list(value) if isinstance(value, tuple) else value for name, value in cfg.items()}}
+    if save is not None:
+        torch.save(model.cpu(), save)
+    return result
+
+
+def table(records: list[dict]):
+    """One row per recorded run: what differs from :data:`DEFAULTS`, seed and budget, the Fréchet
+    distance and label entropy of the samples next to the held-out-real floor, steps and epochs."""
+    import pandas as pd
+
+    rows = [{
+        "configuration": configuration_label(record, DEFAULTS),
+        "seed": record.get("seed"),
+        "budget (s)": record.get("seconds_budget"),
+        "Fréchet distance": record.get("frechet_distance"),
+        "FD at floor n": record.get("frechet_distance_at_floor_n"),
+        "floor FD": (record.get("floor") or {}).get("frechet_distance"),
+        "label entropy (nats)": record.get("label_entropy"),
+        "floor entropy": (record.get("floor") or {}).get("label_entropy"),
+        "steps": record.get("steps"),
+        "epochs": record.get("epochs"),
+    } for record in records]
+    return group_by_configuration(pd.DataFrame(rows))
