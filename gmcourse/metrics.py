@@ -291,7 +291,9 @@ def mmd2(x, y, bandwidth: float | None = None, batch_size: int = DEFAULT_BATCH_S
     # sigma^2 = E ktilde^2 = zeta_2 - 2 zeta_1 (doubly centred kernel), pooled over both samples
     sigma2 = (n * (n - 1) * (a2 - 2 * a1 + mu_a_sq) + m * (m - 1) * (b2 - 2 * b1 + mu_b_sq)) / (n * (n - 1) + m * (m - 1))
     second_order = 2 * sigma2 * (1 / (n * (n - 1)) + 1 / (m * (m - 1)) + 2 / (n * m))
-    if stderr == "null":
+    if min(n, m) < 4:
+        variance = math.nan  # the unbiased moments need four distinct points per sample
+    elif stderr == "null":
         variance = second_order
     else:
         # first-order part 4 Var f_x / n + 4 Var f_y / m, f_x(x) = E k(x, x') - E k(x, y),

@@ -60,6 +60,14 @@ def test_mmd2_blocked_and_single_block_agree_on_a_larger_sample():
     assert one.stderr == pytest.approx(many.stderr, rel=1e-9)
 
 
+def test_mmd2_of_tiny_samples_has_a_mean_but_no_standard_error():
+    # the unbiased variance needs four distinct points per sample
+    for kind in ("null", "full"):
+        estimate = mmd2(gaussian(2, 2, 0), gaussian(3, 2, 1), bandwidth=1.0, stderr=kind)
+        assert math.isfinite(estimate.mean) and math.isnan(estimate.stderr)
+        assert math.isfinite(mmd2(gaussian(4, 2, 0), gaussian(4, 2, 1), bandwidth=1.0, stderr=kind).stderr)
+
+
 def test_median_bandwidth_is_the_median_pairwise_distance():
     x, y = gaussian(30, 2, 4), gaussian(20, 2, 5)
     pooled = torch.cat([x, y]).numpy()
