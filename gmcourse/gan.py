@@ -424,8 +424,20 @@ class GAN(GenerativeModel):
     # -- training
     def discriminator_objective(self, x_real: torch.Tensor, fake: torch.Tensor,
                                 generator: torch.Generator | None = None) -> torch.Tensor:
-        """The loss of one discriminator step on real ``x_real`` and (already detached) ``fake``."""
-        real_scores, fake_scores = self.discriminator_net(x_real), self.discriminator_net(fake)
+        """The loss of one discriminator step on real ``x_real`` and (already detached) ``fake``.
+
+        Both batches go through the discriminator in one call (its layers treat examples
+        independently, so this equals two calls and costs half the operations); the R1 term is
+        :func:`r1_penalty` computed from that same forward pass."""
+        real = x_real.detach().requires_grad_(self.r1_weight > 0)
+        scores = self.discriminator_net(torch.cat([real, fake.detach()]))
+        if scores.shape != (len(real) + len(fake),):
+            raise ValueError(f"the discriminator must return one logit per example, shape (n,), got {tuple(scores.shape)}")
+        real_scores, fake_scores = scores[: len(real)], scores[len(real):]
+        r1 = None
+        if self.r1_weight > 0:
+            (grad,) = torch.autograd.grad(real_scores.sum(), real, create_graph=True)
+            r1 = 0.5 * self.r1_weight * (grad.flatten(1) ** 2).sum(dim=1).mean()
         if self.kind == "wgan-gp":
             loss = critic_loss(real_scores, fake_scores)
             if self.gp_weight > 0:
@@ -433,9 +445,7 @@ class GAN(GenerativeModel):
                                                weight=self.gp_weight)
         else:
             loss = discriminator_loss(real_scores, fake_scores)
-        if self.r1_weight > 0:
-            loss = loss + r1_penalty(self.discriminator_net, x_real, self.r1_weight)
-        return loss
+        return loss if r1 is None else loss + r1
 
     def train_step(self, x_real: torch.Tensor, d_optimizer: torch.optim.Optimizer, g_optimizer: torch.optim.Optimizer,
                    generator: torch.Generator | None = None) -> dict:
@@ -461,10 +471,18 @@ class GAN(GenerativeModel):
             d_optimizer.zero_grad(set_to_none=True)
             d_loss.backward()
             d_optimizer.step()
-        fake_scores = self.discriminator_net(self.generator_net(self.latent(len(batches[0]), generator=generator)))
-        g_loss = generator_loss(fake_scores, "wgan" if self.kind == "wgan-gp" else self.kind)
-        g_optimizer.zero_grad(set_to_none=True)
-        g_loss.backward()
+        # the generator step: the gradient flows through the discriminator to the samples, but the
+        # discriminator's own weight gradients are not needed (its flags are restored afterwards)
+        flags = [p.requires_grad for p in self.discriminator_net.parameters()]
+        self.discriminator_net.requires_grad_(False)
+        try:
+            fake_scores = self.discriminator_net(self.generator_net(self.latent(len(batches[0]), generator=generator)))
+            g_loss = generator_loss(fake_scores, "wgan" if self.kind == "wgan-gp" else self.kind)
+            g_optimizer.zero_grad(set_to_none=True)
+            g_loss.backward()
+        finally:
+            for p, flag in zip(self.discriminator_net.parameters(), flags):
+                p.requires_grad_(flag)
         g_optimizer.step()
         self.generator_steps += 1
         self.update_ema()
@@ -487,9 +505,10 @@ class GAN(GenerativeModel):
         for value, name in ((lr, "lr"), (lr if d_lr is None else d_lr, "d_lr")):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
+        fused = self._device().type in ("cpu", "cuda")  # one kernel for all parameters
         d_opt = torch.optim.Adam(self.discriminator_net.parameters(), lr=lr if d_lr is None else d_lr,
-                                 betas=tuple(betas))
-        g_opt = torch.optim.Adam(self.generator_net.parameters(), lr=lr, betas=tuple(betas))
+                                 betas=tuple(betas), fused=fused)
+        g_opt = torch.optim.Adam(self.generator_net.parameters(), lr=lr, betas=tuple(betas), fused=fused)
         return d_opt, g_opt
 
     def fit(self, data, steps: int, batch_size: int = 256, lr: float = 1e-4, betas=(0.5, 0.999), seed: int = 0,

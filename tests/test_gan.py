@@ -225,6 +225,19 @@ def test_r1_penalty_of_a_linear_discriminator():
     torch.testing.assert_close(penalty, 0.5 * 4.0 * linear.weight.detach().pow(2).sum())
 
 
+def test_discriminator_objective_is_the_loss_plus_its_penalties():
+    """One forward pass for data and samples together gives the same loss as separate calls."""
+    model = small_gan(r1_weight=0.7)
+    x, fake = torch.randn(6, 2), torch.randn(6, 2)
+    d = model.discriminator_net
+    expected = discriminator_loss(d(x), d(fake)) + r1_penalty(d, x, weight=0.7)
+    torch.testing.assert_close(model.discriminator_objective(x, fake), expected)
+    wgan = small_gan(kind="wgan-gp", gp_weight=3.0)
+    d = wgan.discriminator_net
+    expected = critic_loss(d(x), d(fake)) + gradient_penalty(d, x, fake, torch.Generator().manual_seed(5), weight=3.0)
+    torch.testing.assert_close(wgan.discriminator_objective(x, fake, torch.Generator().manual_seed(5)), expected)
+
+
 # ----------------------------------------------------------------------------- networks and the model
 
 def small_gan(**kwargs):
@@ -255,7 +268,7 @@ def test_gan_protocol_sample_and_loss():
     torch.testing.assert_close(model.sample(7, generator=torch.Generator().manual_seed(3)), x)
     assert not torch.equal(model.sample(7, seed=4), x)
     loss = model.loss(torch.randn(9, 2), generator=torch.Generator().manual_seed(0))
-    assert loss.dim() == 0 and loss.requires_grad and float(loss) < 0  # V <= 0
+    assert loss.dim() == 0 and loss.requires_grad and loss.item() < 0  # V <= 0
     assert small_gan(kind="wgan-gp").loss(torch.randn(9, 2)).dim() == 0
 
 
