@@ -20,7 +20,7 @@ from gmcourse.bench.ddpm_8gaussians import DATA_HIGH_QUALITY_FRACTION, DEFAULTS,
 from gmcourse.toys import EightGaussians
 
 # 10 diffusion steps, a small network, 20 training steps, few evaluation points: seconds per run
-TINY = {"T": "10", "hidden": "16,16", "embedding_dim": "8", "batch_size": "64", "max_steps": "20",
+TINY = {"T": "10", "low_t_max": "3", "hidden": "16,16", "embedding_dim": "8", "batch_size": "64", "max_steps": "20",
         "n_eval": "300", "n_elbo": "20"}
 FIELDS = {"mmd2", "mmd2_stderr", "mmd2_sigmas", "high_quality_fraction", "modes_covered", "mode_kl_to_uniform",
           "elbo_gap_nats", "elbo_gap_stderr", "sampling_seconds", "sampling_steps", "seconds", "steps",
@@ -81,10 +81,10 @@ def test_cli_with_diffusers_peer_and_table(capsys):
     plain = {**record, "seed": 2, "overrides": {"lr": "0.001"}, "config": {**record["config"], "lr": 0.001}}
     del plain["peers"]
     frame = table([record, plain])
-    assert list(frame["configuration"]) == ["T=10, hidden=16,16, embedding_dim=8, batch_size=64, max_steps=20, "
-                                            "n_eval=300, n_elbo=20",
+    assert list(frame["configuration"]) == ["T=10, hidden=16,16, embedding_dim=8, batch_size=64, low_t_max=3, "
+                                            "max_steps=20, n_eval=300, n_elbo=20",
                                             "T=10, hidden=16,16, embedding_dim=8, batch_size=64, lr=0.001, "
-                                            "max_steps=20, n_eval=300, n_elbo=20"]
+                                            "low_t_max=3, max_steps=20, n_eval=300, n_elbo=20"]
     assert frame.loc[0, "diffusers steps"] == 20 and frame.loc[1, "diffusers steps"] == ""
     assert "±" in frame.loc[0, "MMD²"]
 
@@ -96,6 +96,8 @@ def test_set_validation(capsys):
         run(1, 0, overrides={"weighting": "snr"})
     with pytest.raises(ValueError, match="expected int"):
         run(1, 0, overrides={"T": "ten"})
+    with pytest.raises(ValueError, match="low_t_max <= T"):
+        run(1, 0, overrides={"T": "100"})  # the default low_t_max is beyond 100 steps
     with pytest.raises(ValueError, match="max_steps must be a positive integer"):
         run(1, 0, overrides={"max_steps": "2.5"})
     with pytest.raises(ValueError, match="unknown peer"):
