@@ -29,7 +29,9 @@ ordinary recorded run):
 
 1. the non-saturating generator loss (``kind``; eq. ``ch9-eq-nonsaturating``);
 2. large learning rates with a decay to 0 over the budget (``lr``, ``d_lr``, ``lr_decay``):
-   the fast early phase finds every mode, the slow late phase sharpens the samples on them;
+   the fast early phase finds every mode, the slow late phase sharpens the samples on them; Adam
+   without momentum (``beta1`` = 0, ``beta2`` = 0.99), since momentum feeds the rotation of the two
+   players around their equilibrium;
 3. an exponential moving average of the generator's weights (``ema_decay``; samples are drawn from
    the average), which cancels most of the oscillation of simultaneous gradient play;
 4. a zero-centred gradient penalty on data, R1 (``r1_weight``), which damps that oscillation at its source;
