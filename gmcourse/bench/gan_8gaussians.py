@@ -197,13 +197,18 @@ def run(seconds: float, seed: int, save=None, peer=None, device=None, progress: 
     result = {**score(model, toy, seed), "steps": steps, "seconds": round(elapsed, 2),
               "cpu_seconds": round(cpu_seconds, 2),
               "steps_per_second": steps / elapsed, "trace": trace,
-              "n_params": sum(p.numel() for p in model.generator_net.parameters())
-              + sum(p.numel() for p in model.discriminator_net.parameters()),
-              "threads": torch.get_num_threads(), "device": str(device),
-              "config": {name: list(value) if isinstance(value, tuple) else value for name, value in cfg.items()}}
+              **run_facts(model, cfg, device)}
     if save is not None:
         torch.save(model.cpu(), save)
     return result
+
+
+def run_facts(model: GAN, cfg: dict, device) -> dict:
+    """The fields every GAN benchmark record carries: parameter count, threads, device, configuration."""
+    return {"n_params": sum(p.numel() for p in model.generator_net.parameters())
+            + sum(p.numel() for p in model.discriminator_net.parameters()),
+            "threads": torch.get_num_threads(), "device": str(device),
+            "config": {name: list(value) if isinstance(value, tuple) else value for name, value in cfg.items()}}
 
 
 def _configuration(record: dict) -> str:

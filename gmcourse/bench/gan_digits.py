@@ -30,7 +30,7 @@ import time
 import torch
 
 from gmcourse.bench import apply_overrides, configuration_label, group_by_configuration
-from gmcourse.bench.gan_8gaussians import LR_DECAYS, learning_rate_factor
+from gmcourse.bench.gan_8gaussians import LR_DECAYS, learning_rate_factor, run_facts
 from gmcourse.digits import load_digits
 from gmcourse.gan import GAN, KINDS, ConvDiscriminator, ConvGenerator
 from gmcourse.metrics import digit_floor, digit_scores
@@ -111,10 +111,7 @@ def run(seconds: float, seed: int, save=None, peer=None, device=None, progress: 
               "floor_frechet_distance": floor["frechet_distance"], "floor_label_entropy": floor["label_entropy"],
               "steps": steps, "seconds": round(elapsed, 2), "steps_per_second": steps / elapsed,
               "sampling_seconds": sampling_seconds, "n_samples": N_SAMPLES,
-              "n_params": sum(p.numel() for p in model.generator_net.parameters())
-              + sum(p.numel() for p in model.discriminator_net.parameters()),
-              "threads": torch.get_num_threads(), "device": str(device),
-              "config": {name: list(value) if isinstance(value, tuple) else value for name, value in cfg.items()}}
+              **run_facts(model, cfg, device)}
     if save is not None:
         torch.save(model.cpu(), save)
     return result
