@@ -28,6 +28,12 @@ TASKS = {
     "gan-digits": "gmcourse.bench.gan_digits",
     "ddpm-8gaussians": "gmcourse.bench.ddpm_8gaussians",
     "ddpm-digits": "gmcourse.bench.ddpm_digits",
+    "ising-transformer": "gmcourse.bench.ising_transformer",
+    "tfim-transformer": "gmcourse.bench.tfim_transformer",
+    "text-transformer": "gmcourse.bench.text_transformer",
+    "vae-8gaussians": "gmcourse.bench.vae_8gaussians",
+    "vae-digits": "gmcourse.bench.vae_digits",
+    "ar-digits": "gmcourse.bench.ar_digits",
 }
 
 
