@@ -56,7 +56,7 @@ from gmcourse.bench import apply_overrides, configuration_label, group_by_config
 from gmcourse.ising import IsingModel
 from gmcourse.utils import default_device, make_generator, progress as progress_bar
 
-__all__ = ["DEFAULTS", "run", "table", "exact_kl", "all_state_log_probs", "ising_data"]
+__all__ = ["DEFAULTS", "run", "table", "exact_kl", "all_state_log_probs", "ising_data", "fit_and_score", "train_augmented"]
 
 L, TEMPERATURE, N_SAMPLES = 4, 2.269, 20_000
 DEFAULTS = dict(hidden_sizes=(64, 64), direct=True, learning_rate=3e-3, lr_decay=True, batch_size=256,
@@ -98,9 +98,22 @@ def run(seconds: float, seed: int, save=None, peer=None, device=None, progress: 
     if peer is not None:
         raise ValueError(f"ising-ar has no peer library to compare with, got --peer {peer!r}")
     cfg = apply_overrides(DEFAULTS, overrides)
+    model, result = fit_and_score(lambda: MADE(L * L, cfg["hidden_sizes"], direct=cfg["direct"]), cfg, seconds,
+                                  seed, device, progress, "ising-ar")
+    if save is not None:
+        torch.save(model.cpu(), save)
+    return result
+
+
+def fit_and_score(make_base, cfg: dict, seconds: float, seed: int, device=None, progress: bool = True,
+                  desc: str = "ising") -> tuple:
+    """The recipe of this module for any spin model ``make_base()`` (called with the training seed
+    set): augmented minibatches, the symmetrised model, held-out selection and the cosine decay of
+    ``cfg`` (the keys of :data:`DEFAULTS` other than the network's), within ``seconds``. Returns
+    ``(model, result)``: the model that is scored and the fields of the module docstring."""
     if not 0.0 <= cfg["validation_fraction"] < 1.0:
         raise ValueError(f"validation_fraction must be in [0, 1), got {cfg['validation_fraction']}")
-    torch.set_num_threads(1)  # batches of 256 x 64 units: a second thread costs more than it gives
+    torch.set_num_threads(1)  # small batches: a second thread costs more than it gives
     device = torch.device(device) if device is not None else default_device()
     ising, g, data, test = ising_data(seed)
     split = torch.randperm(N_SAMPLES, generator=g)
@@ -110,7 +123,7 @@ def run(seconds: float, seed: int, save=None, peer=None, device=None, progress: 
     train_seed = int(torch.randint(2**62, (1,), generator=g))  # batches, symmetries, initial weights
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(train_seed)
-        base = MADE(L * L, cfg["hidden_sizes"], direct=cfg["direct"]).to(device)
+        base = make_base().to(device)
     permutations, signs = lattice_symmetries(L)
     permutations, signs = permutations.to(device), signs.to(device)
     model = SymmetrizedModel(base, permutations, signs) if cfg["symmetrize"] else base
@@ -123,33 +136,20 @@ def run(seconds: float, seed: int, save=None, peer=None, device=None, progress: 
         with torch.no_grad():
             return model.log_prob(val) if n_val else torch.zeros(0, device=device)
 
-    bar = progress_bar(total=round(seconds, 1), desc="ising-ar", disable=not progress,
+    bar = progress_bar(total=round(seconds, 1), desc=desc, disable=not progress,
                        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}")
     best = dict(nll=math.inf, state=None, log_probs=None, at=None)
-    steps, start = 0, time.perf_counter()
-    next_eval = cfg["eval_every"]
-    while (elapsed := time.perf_counter() - start) < seconds:
-        if cfg["lr_decay"]:  # cosine decay over the wall-clock budget
-            for group in optimizer.param_groups:
-                group["lr"] = cfg["learning_rate"] * 0.5 * (1.0 + math.cos(math.pi * elapsed / seconds))
-        x = train[torch.randint(len(train), (cfg["batch_size"],), generator=g_train, device=device)]
-        if cfg["augment"]:  # a random symmetry per sample: (gx)_i = sign_g x_{perm_g(i)}
-            x = random_symmetry(x, permutations, signs, generator=g_train)  # (batch, 16)
-        loss = base.loss(x)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        steps += 1
-        if elapsed >= next_eval and n_val:
-            next_eval += cfg["eval_every"]
+
+    def select(elapsed):  # every eval_every seconds: keep the checkpoint with the best held-out NLL
+        if n_val:
             log_probs = val_log_probs()
             if -log_probs.mean() < best["nll"]:
-                best = dict(nll=float(-log_probs.mean()), state=copy.deepcopy(base.state_dict()),
+                best.update(nll=float(-log_probs.mean()), state=copy.deepcopy(base.state_dict()),
                             log_probs=log_probs, at=round(elapsed, 1))
             bar.set_postfix_str(f"val NLL {float(-log_probs.mean()):.4f}", refresh=False)
-            bar.update(round(elapsed, 1) - bar.n)
-    train_seconds = time.perf_counter() - start
-    bar.update(round(seconds, 1) - bar.n)
+
+    steps, train_seconds = train_augmented(base, optimizer, train, permutations, signs, cfg, seconds, g_train, bar,
+                                           on_eval=select)
     bar.close()
 
     selected = "end"
@@ -161,7 +161,7 @@ def run(seconds: float, seed: int, save=None, peer=None, device=None, progress: 
             selected = f"checkpoint at {best['at']} s"
 
     log_q = all_state_log_probs(ising, model)  # (2^16,): every score below is a lookup in it
-    nll = {name: float(-log_q[ising.state_index(part.view(-1, L, L))].mean()) if len(part) else math.nan
+    nll = {name: float(-log_q[ising.state_index(part.view(-1, L, L))].mean()) if len(part) else None
            for name, part in (("train", train.cpu()), ("val", val.cpu()), ("test", test))}
     result = dict(kl_nats=exact_kl(ising, log_q=log_q), kl_base_nats=exact_kl(ising, base), kl_initial_nats=kl_initial,
                   seconds=round(train_seconds, 2), train_nll=nll["train"], val_nll=nll["val"],
@@ -170,9 +170,41 @@ def run(seconds: float, seed: int, save=None, peer=None, device=None, progress: 
                   n_params=sum(p.numel() for p in base.parameters()), selected=selected,
                   group_size=len(signs) if cfg["symmetrize"] else 1, threads=torch.get_num_threads(),
                   config={name: list(value) if isinstance(value, tuple) else value for name, value in cfg.items()})
-    if save is not None:
-        torch.save(model.cpu(), save)
-    return result
+    return model, result
+
+
+def train_augmented(base, optimizer, train: torch.Tensor, permutations, signs, cfg: dict, seconds: float,
+                    generator: torch.Generator, bar, on_eval=None, exclude_eval_time: bool = False) -> tuple[int, float]:
+    """Minibatch maximum likelihood for ``seconds`` of wall time: ``cfg["batch_size"]`` samples of
+    ``train`` per step, each moved by a random symmetry when ``cfg["augment"]``, the learning rate
+    on a cosine from ``cfg["learning_rate"]`` to 0 when ``cfg["lr_decay"]``; ``on_eval(elapsed)``
+    every ``cfg["eval_every"]`` seconds, its time not counted in the budget when ``exclude_eval_time``.
+    Returns (steps, training seconds)."""
+    steps, start = 0, time.perf_counter()
+    next_eval = cfg["eval_every"]
+    while (elapsed := time.perf_counter() - start) < seconds:
+        if cfg["lr_decay"]:  # cosine decay over the wall-clock budget
+            for group in optimizer.param_groups:
+                group["lr"] = cfg["learning_rate"] * 0.5 * (1.0 + math.cos(math.pi * elapsed / seconds))
+        x = train[torch.randint(len(train), (cfg["batch_size"],), generator=generator, device=train.device)]
+        if cfg["augment"]:  # a random symmetry per sample: (gx)_i = sign_g x_{perm_g(i)}
+            x = random_symmetry(x, permutations, signs, generator=generator)  # (batch, D)
+        loss = base.loss(x)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        steps += 1
+        if elapsed >= next_eval:
+            next_eval += cfg["eval_every"]
+            if on_eval is not None:
+                began = time.perf_counter()
+                on_eval(elapsed)
+                if exclude_eval_time:
+                    start += time.perf_counter() - began
+            bar.update(round(elapsed, 1) - bar.n)
+    train_seconds = time.perf_counter() - start
+    bar.update(round(seconds, 1) - bar.n)
+    return steps, train_seconds
 
 
 def _configuration(record: dict) -> str:

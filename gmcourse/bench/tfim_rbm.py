@@ -40,7 +40,7 @@ from gmcourse.quantum import fidelity, sx_expectation, sz_correlation, tfim_grou
 from gmcourse.rbm import RBM
 from gmcourse.utils import default_device, make_generator
 
-__all__ = ["DEFAULTS", "run", "table", "chain_symmetries"]
+__all__ = ["DEFAULTS", "run", "table", "chain_symmetries", "state_scores"]
 
 N_SPINS, N_RECORDS = 10, 10_000
 DEFAULTS = dict(n_hidden=6, bias=False, init_std=0.05, learning_rate=0.01, lr_decay=True, batch_size=1000,
@@ -55,10 +55,11 @@ def chain_symmetries(n_spins: int):
     return permutations, torch.tensor([1.0, 1.0, -1.0, -1.0])
 
 
-def _scores(state, model) -> dict:
-    """Exact fidelity, KL and observables of ``model`` against ``state``."""
+def state_scores(state, model) -> dict:
+    """Exact fidelity, KL and observables of ``model`` (any model with ``log_prob`` on +-1 spins)
+    against ``state``."""
     with torch.no_grad():
-        q = model.log_prob(state.all_states().to(model.weight)).double().exp().cpu()  # (2^N,)
+        q = model.log_prob(state.all_states().to(next(model.parameters()))).double().exp().cpu()  # (2^N,)
     p = state.probabilities()
     support = p > 0
     kl = float((p[support] * (p[support].log() - q[support].log())).sum())
@@ -89,10 +90,10 @@ def run(seconds: float, seed: int, save=None, peer=None, device=None, progress: 
     g_train = make_generator(train_seed, device=device)
     symmetries = tuple(t.to(device) for t in chain_symmetries(N_SPINS))
 
-    initial = _scores(state, model)
+    initial = state_scores(state, model)
     info = train(model, records.to(device, torch.get_default_dtype()), cfg, seconds, g_train, symmetries,
-                 evaluate=lambda: _scores(state, model)["kl_nats"], progress=progress, desc="tfim-rbm")
-    scores = _scores(state, model)
+                 evaluate=lambda: state_scores(state, model)["kl_nats"], progress=progress, desc="tfim-rbm")
+    scores = state_scores(state, model)
     with torch.no_grad():
         train_nll = float(-model.log_prob(records.to(device, torch.get_default_dtype())).double().mean())
     result = dict(**scores, kl_initial_nats=initial["kl_nats"], seconds=round(info["seconds"], 2),
