@@ -279,20 +279,23 @@ class StringModel(GenerativeModel):
         return self.forced_eos.device
 
     def inputs_and_targets(self, strings):
-        """Inputs (n, l_max + 1): ⟨eos⟩ as start token, then the string; targets (n, l_max + 1): the
-        string, then ⟨eos⟩; and the lengths (n,)."""
+        """Inputs (n, L): ⟨eos⟩ as start token, then the string; targets (n, L): the string, then
+        ⟨eos⟩; and the lengths (n,). L = the longest string of the batch + 1 (positions after every
+        string's ⟨eos⟩ would only be padding)."""
         targets, lengths = self.vocabulary.encode(strings, self.context)
-        targets, lengths = targets.to(self._device()), lengths.to(self._device())
+        width = int(lengths.max()) + 1 if len(strings) else 1
+        targets, lengths = targets[:, :width].to(self._device()), lengths.to(self._device())
         inputs = torch.cat([torch.full_like(targets[:, :1], self.vocabulary.eos), targets[:, :-1]], dim=1)
         return inputs, targets, lengths
 
     def token_log_probs(self, strings) -> torch.Tensor:
-        """:math:`\\log P(x_d \\mid x_{<d})` (n, l_max + 1) for every position; positions after the
-        ⟨eos⟩ are 0 (they are not part of the string)."""
+        """:math:`\\log P(x_d \\mid x_{<d})` (n, L) for every position up to the batch's longest
+        string + 1; positions after a string's ⟨eos⟩ are 0 (they are not part of it)."""
         inputs, targets, lengths = self.inputs_and_targets(strings)
-        logits = self.next_token_logits(inputs) + self.forced_eos  # (n, l_max + 1, C + 1)
+        width = inputs.shape[1]
+        logits = self.next_token_logits(inputs) + self.forced_eos[:width]  # (n, L, C + 1)
         log_probs = F.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        inside = torch.arange(self.context + 1, device=lengths.device) <= lengths[:, None]  # up to the <eos>
+        inside = torch.arange(width, device=lengths.device) <= lengths[:, None]  # up to the <eos>
         return torch.where(inside, log_probs, torch.zeros_like(log_probs))
 
     def log_prob(self, strings) -> torch.Tensor:
