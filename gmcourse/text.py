@@ -35,7 +35,8 @@ import torch
 from .divergences import Estimate, monte_carlo_mean
 from .utils import make_generator
 
-__all__ = ["BracketGrammar", "get_source", "kl_per_sentence", "NGramModel", "real_text", "text_lines"]
+__all__ = ["BracketGrammar", "get_source", "kl_per_sentence", "long_range_errors", "NGramModel", "real_text",
+           "text_lines"]
 
 
 class BracketGrammar:
@@ -243,6 +244,38 @@ def kl_per_sentence(source, model, n: int = 10_000, seed: int = 0) -> Estimate:
     return monte_carlo_mean(source.log_prob(sentences) - log_q)
 
 
+def long_range_errors(source: BracketGrammar, model, sentences: list[str]) -> dict:
+    """Where a model breaks the grammar's long-range rules. At every closing bracket and every verb of
+    ``sentences`` the source's next symbol is constrained: the bracket must match its opening one,
+    the verb must agree with its noun. The probability a model puts on the *forbidden* symbols
+    there (the other closing bracket(s); the verbs of the other number) would be zero under the
+    source. Returns arrays ``kind`` ("close" or "verb"), ``distance`` (characters back to the
+    opening bracket or the noun) and ``forbidden_mass``, one entry per event, from
+    ``model.next_token_distributions``."""
+    probs = torch.as_tensor(model.next_token_distributions(sentences)).double().cpu().numpy()
+    index = {c: i for i, c in enumerate(source.vocabulary)}
+    closing = [pair[1] for pair in source.brackets]
+    opening = {pair[0]: pair[1] for pair in source.brackets}
+    kinds, distances, masses = [], [], []
+    for row, sentence in enumerate(sentences):
+        stack = []  # nouns and opening brackets not yet closed / agreed with
+        for d, c in enumerate(sentence):
+            if c in opening or c.lower() in source.nouns:
+                stack.append((d, c))
+            elif c in closing:
+                start, open_ = stack.pop()
+                forbidden = [k for k in closing if k != opening[open_]]
+                kinds.append("close")
+            else:  # a verb
+                start, noun = stack.pop()
+                forbidden = source.verbs.upper() if noun.islower() else source.verbs
+                kinds.append("verb")
+            if c in closing or not (c in opening or c.lower() in source.nouns):
+                distances.append(d - start)
+                masses.append(float(sum(probs[row, d, index[k]] for k in forbidden)))
+    return {"kind": np.array(kinds), "distance": np.array(distances), "forbidden_mass": np.array(masses)}
+
+
 class NGramModel:
     r"""The n-gram model of order ``order``: :math:`P(x_d \mid x_{d-k+1..d-1})` from counts with
     add-:math:`\alpha` smoothing, the ⟨eos⟩ token included, the history padded with a start symbol.
@@ -292,6 +325,16 @@ class NGramModel:
             raise TypeError("strings must be a list of str, not one str")
         return torch.tensor([sum(math.log(self._conditional(h)[t]) for h, t in self._events(s)) for s in strings],
                             dtype=torch.float64)
+
+    def next_token_distributions(self, strings) -> torch.Tensor:
+        """:math:`P(\\cdot \\mid \\text{history})` (n, L, C + 1) at every position up to the longest
+        string + 1 (rows past a string's ⟨eos⟩ are zeros)."""
+        width = max(map(len, strings)) + 1
+        out = torch.zeros(len(strings), width, len(self.vocabulary) + 1, dtype=torch.float64)
+        for row, string in enumerate(strings):
+            for d, (history, _) in enumerate(self._events(string)):
+                out[row, d] = torch.from_numpy(self._conditional(history))
+        return out
 
     def sample(self, n: int, generator: torch.Generator | None = None, seed: int | None = None) -> list[str]:
         """``n`` strings, drawn one character at a time until ⟨eos⟩."""

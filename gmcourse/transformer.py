@@ -37,7 +37,8 @@ from .protocol import GenerativeModel
 from .utils import make_generator
 
 __all__ = ["sinusoidal_positions", "softmax", "causal_mask", "scaled_dot_product_attention", "MultiHeadAttention",
-           "TransformerBlock", "TransformerStack", "Vocabulary", "StringModel", "TransformerAR", "GRULanguageModel"]
+           "TransformerBlock", "TransformerStack", "Vocabulary", "StringModel", "TransformerAR", "GRULanguageModel",
+           "fit"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -298,6 +299,13 @@ class StringModel(GenerativeModel):
         inside = torch.arange(width, device=lengths.device) <= lengths[:, None]  # up to the <eos>
         return torch.where(inside, log_probs, torch.zeros_like(log_probs))
 
+    @torch.no_grad()
+    def next_token_distributions(self, strings) -> torch.Tensor:
+        """:math:`P_\\theta(\\cdot \\mid x_{<d})` (n, L, C + 1) at every position d up to the batch's
+        longest string + 1 (the last symbol is ⟨eos⟩)."""
+        inputs, _, _ = self.inputs_and_targets(strings)
+        return F.softmax(self.next_token_logits(inputs) + self.forced_eos[:inputs.shape[1]], dim=-1)
+
     def log_prob(self, strings) -> torch.Tensor:
         """Exact :math:`\\log P_\\theta(x)` (n,) of each string, its ⟨eos⟩ included (eq. ``ch11-eq-eos``)."""
         return self.token_log_probs(strings).sum(-1)
@@ -464,3 +472,33 @@ class GRULanguageModel(StringModel):
     def decode_step(self, step_input: torch.Tensor, state):
         hidden, state = self.gru(self.embedding(step_input), state)  # (n, 1, hidden)
         return self.head(hidden[:, -1]), state
+
+
+def fit(model: GenerativeModel, data, steps: int, batch_size: int = 64, lr: float = 1e-2, seed: int = 0,
+        evaluate=None, eval_every: int | None = None, progress: bool = True) -> dict:
+    """Maximum likelihood for a fixed number of Adam ``steps`` on minibatches of ``data`` (a list of
+    strings or a tensor of sequences), the learning rate on a cosine from ``lr`` to 0. Deterministic
+    for a given ``seed``. Returns the history: ``step`` and ``loss`` (per step), and ``evaluate(model)``
+    every ``eval_every`` steps (under ``evaluations``, with ``eval_steps``)."""
+    from .utils import progress as progress_bar
+
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    g = make_generator(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    history = {"step": [], "loss": [], "eval_steps": [], "evaluations": []}
+    for step in progress_bar(range(1, steps + 1), desc=type(model).__name__, disable=not progress):
+        for group in optimizer.param_groups:
+            group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * (step - 1) / steps))
+        index = torch.randint(len(data), (batch_size,), generator=g)
+        batch = [data[i] for i in index.tolist()] if isinstance(data, list) else data[index]
+        loss = model.loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        history["step"].append(step)
+        history["loss"].append(loss.item())
+        if evaluate is not None and eval_every and (step % eval_every == 0 or step == steps):
+            history["eval_steps"].append(step)
+            history["evaluations"].append(evaluate(model))
+    return history

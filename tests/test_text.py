@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from gmcourse.text import BracketGrammar, NGramModel, get_source, kl_per_sentence, real_text, text_lines
+from gmcourse.text import (BracketGrammar, NGramModel, get_source, kl_per_sentence, long_range_errors, real_text,
+                           text_lines)
+from gmcourse.transformer import TransformerAR
 
 SOURCE = get_source()
 TINY = BracketGrammar(nouns="a", verbs="x", insertion_probs=(0.5, 0.5), two_clause_prob=0.5)
@@ -144,3 +146,18 @@ def test_bad_grammar_arguments_and_unknown_sources_are_refused():
         get_source("shakespeare")
     with pytest.raises(ValueError, match="non-negative"):
         SOURCE.sample(-1)
+
+
+def test_long_range_errors_find_each_rule_and_measure_the_forbidden_mass():
+    uniform = NGramModel(SOURCE.vocabulary, order=1, smoothing=1.0).fit([])  # every symbol 1/(C + 1)
+    report = long_range_errors(SOURCE, uniform, ["a(bxCX)y", "A[by]X"])
+    assert report["kind"].tolist() == ["verb", "verb", "close", "verb", "verb", "close", "verb"]
+    assert report["distance"].tolist() == [1, 1, 5, 7, 1, 3, 5]
+    share = 1 / (len(SOURCE.vocabulary) + 1)
+    expected = [2 * share if kind == "verb" else share for kind in report["kind"]]  # two verbs, one bracket
+    np.testing.assert_allclose(report["forbidden_mass"], expected)
+    # a network's conditionals work the same way; its masses are probabilities
+    model = TransformerAR(vocabulary=SOURCE.vocabulary, context=SOURCE.max_length)
+    errors = long_range_errors(SOURCE, model, SOURCE.sample(20, seed=0))
+    assert ((errors["forbidden_mass"] >= 0) & (errors["forbidden_mass"] <= 1)).all()
+    assert len(errors["kind"]) == len(errors["distance"]) == len(errors["forbidden_mass"]) > 20
