@@ -31,9 +31,6 @@ TASKS = {
     "ising-transformer": "gmcourse.bench.ising_transformer",
     "tfim-transformer": "gmcourse.bench.tfim_transformer",
     "text-transformer": "gmcourse.bench.text_transformer",
-    "vae-8gaussians": "gmcourse.bench.vae_8gaussians",
-    "vae-digits": "gmcourse.bench.vae_digits",
-    "ar-digits": "gmcourse.bench.ar_digits",
 }
 
 
