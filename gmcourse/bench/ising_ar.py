@@ -177,15 +177,20 @@ def train_augmented(base, optimizer, train: torch.Tensor, permutations, signs, c
                     generator: torch.Generator, bar, on_eval=None, exclude_eval_time: bool = False) -> tuple[int, float]:
     """Minibatch maximum likelihood for ``seconds`` of wall time: ``cfg["batch_size"]`` samples of
     ``train`` per step, each moved by a random symmetry when ``cfg["augment"]``, the learning rate
-    on a cosine from ``cfg["learning_rate"]`` to 0 when ``cfg["lr_decay"]``; ``on_eval(elapsed)``
+    on a cosine from ``cfg["learning_rate"]`` to 0 when ``cfg["lr_decay"]``, after a linear warm-up
+    over the fraction ``cfg["warmup"]`` of the budget when that key is positive; ``on_eval(elapsed)``
     every ``cfg["eval_every"]`` seconds, its time not counted in the budget when ``exclude_eval_time``.
     Returns (steps, training seconds)."""
     steps, start = 0, time.perf_counter()
     next_eval = cfg["eval_every"]
     while (elapsed := time.perf_counter() - start) < seconds:
+        rate = cfg["learning_rate"]
         if cfg["lr_decay"]:  # cosine decay over the wall-clock budget
-            for group in optimizer.param_groups:
-                group["lr"] = cfg["learning_rate"] * 0.5 * (1.0 + math.cos(math.pi * elapsed / seconds))
+            rate *= 0.5 * (1.0 + math.cos(math.pi * elapsed / seconds))
+        if cfg.get("warmup", 0.0) > 0:  # a linear warm-up over the first fraction of the budget
+            rate *= min(1.0, elapsed / (cfg["warmup"] * seconds))
+        for group in optimizer.param_groups:
+            group["lr"] = rate
         x = train[torch.randint(len(train), (cfg["batch_size"],), generator=generator, device=train.device)]
         if cfg["augment"]:  # a random symmetry per sample: (gx)_i = sign_g x_{perm_g(i)}
             x = random_symmetry(x, permutations, signs, generator=generator)  # (batch, D)
