@@ -1,4 +1,5 @@
-"""Command line of the benchmarks: ``python -m gmcourse.bench TASK --seconds S --seed K``.
+"""Command line of the benchmarks: ``python -m gmcourse.bench TASK --seconds S --seed K``
+(and ``python -m gmcourse.bench zoo ...``, see :mod:`gmcourse.bench.zoo`).
 
 ``--record`` appends the run, with the command that made it and where it ran, to
 ``results/bench/<task>.jsonl`` (or the file given); the book's results page renders those files.
@@ -17,6 +18,11 @@ from gmcourse.results import append_record, default_record_path, run_context
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in[:1] == ["zoo"]:  # python -m gmcourse.bench zoo ...: every task, several seeds, one file
+        from gmcourse.bench.zoo import main as zoo_main
+
+        return zoo_main(args_in[1:])
     parser = argparse.ArgumentParser(
         prog="python -m gmcourse.bench",
         description="Train a model within a wall-clock budget and print its scores as one JSON line.",
