@@ -320,7 +320,7 @@ class StringModel(GenerativeModel):
         _check_count(n)
         g = make_generator(seed, generator, device=self._device())
         tokens = torch.full((n, self.context + 1), self.vocabulary.eos, dtype=torch.long, device=self._device())
-        step_input = tokens[:, :1]  # the start token
+        step_input = torch.full((n, 1), self.vocabulary.eos, dtype=torch.long, device=self._device())  # start token
         state = self.start_decoding(n)
         finished = torch.zeros(n, dtype=torch.bool, device=self._device())
         for d in range(self.context + 1):

@@ -217,8 +217,9 @@ def test_the_key_value_cache_gives_the_same_draws():
     torch.manual_seed(10)
     model = TransformerAR(n_classes=2, context=9)
     torch.testing.assert_close(model.sample(50, seed=3), model.sample(50, seed=3, use_cache=False))
-    strings = TransformerAR(vocabulary="xy(", context=7)
-    assert strings.sample(50, seed=4) == strings.sample(50, seed=4, use_cache=False)
+    for context in (7, 40):  # long strings too: the start token must stay the first input throughout
+        strings = TransformerAR(vocabulary="xy(", context=context)
+        assert strings.sample(50, seed=4) == strings.sample(50, seed=4, use_cache=False)
 
 
 def test_symmetrised_transformer_stays_normalised():
