@@ -39,7 +39,7 @@ from gmcourse.transformer import TransformerAR
 __all__ = ["DEFAULTS", "run", "table"]
 
 DEFAULTS = dict(d_model=32, n_heads=4, n_layers=2, n_hidden=64, positions="learned", warmup=0.0,
-                **{**AR_DEFAULTS, "learning_rate": 1e-2, "validation_fraction": 0.0})
+                **{**AR_DEFAULTS, "learning_rate": 1e-2, "batch_size": 128, "validation_fraction": 0.0})
 del DEFAULTS["hidden_sizes"], DEFAULTS["direct"]
 
 
