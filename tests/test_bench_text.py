@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from gmcourse.bench import text_transformer
+from gmcourse.results import benchmark_table
 from gmcourse.text import get_source, kl_per_sentence
 
 SMALL = {"n_train": "500", "n_val": "200", "n_eval": "1000", "d_model": "8", "n_heads": "2", "n_layers": "1",
@@ -51,3 +52,8 @@ def test_bad_options_are_refused_and_the_table_has_a_row_per_model(short_run):
         text_transformer.run(0.1, 0, peer="nltk", progress=False)
     frame = text_transformer.table([{**short_run[0], "seed": 0}])
     assert list(frame["model"]) == ["transformer", "gru", f"{short_run[0]['ngram_order']}-gram"]
+    # the results page's table of two recorded runs: three rows per run, the load of each run on its rows
+    records = [{**short_run[0], "task": "text-transformer", "seed": seed, "load_average_1min": load}
+               for seed, load in ((0, 1.5), (1, 0.5))]
+    page = benchmark_table(records)
+    assert len(page) == 6 and list(page["load (1 min)"]) == [1.5] * 3 + [0.5] * 3

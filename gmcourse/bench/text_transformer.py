@@ -143,5 +143,6 @@ def table(records: list[dict]):
                 "bits per character": record.get(f"{name}_bits_per_character"),
                 "steps": record.get(f"{name}_steps"),
                 "n_params": record.get(f"{name}_n_params"),
+                "load (1 min)": record.get("load_average_1min"),  # one row per model: the page adds no column
             })
     return group_by_configuration(pd.DataFrame(rows))
