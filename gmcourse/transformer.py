@@ -299,12 +299,17 @@ class StringModel(GenerativeModel):
         inside = torch.arange(width, device=lengths.device) <= lengths[:, None]  # up to the <eos>
         return torch.where(inside, log_probs, torch.zeros_like(log_probs))
 
+    def forward(self, strings) -> torch.Tensor:
+        """Logits (n, L, C + 1) of :math:`P_\\theta(\\cdot \\mid x_{<d})` at every position d up to the
+        batch's longest string + 1, the forced ⟨eos⟩ at :math:`\\ell_\\text{max} + 1` included."""
+        inputs, _, _ = self.inputs_and_targets(strings)
+        return self.next_token_logits(inputs) + self.forced_eos[:inputs.shape[1]]
+
     @torch.no_grad()
     def next_token_distributions(self, strings) -> torch.Tensor:
         """:math:`P_\\theta(\\cdot \\mid x_{<d})` (n, L, C + 1) at every position d up to the batch's
         longest string + 1 (the last symbol is ⟨eos⟩)."""
-        inputs, _, _ = self.inputs_and_targets(strings)
-        return F.softmax(self.next_token_logits(inputs) + self.forced_eos[:inputs.shape[1]], dim=-1)
+        return F.softmax(self(strings), dim=-1)
 
     def log_prob(self, strings) -> torch.Tensor:
         """Exact :math:`\\log P_\\theta(x)` (n,) of each string, its ⟨eos⟩ included (eq. ``ch11-eq-eos``)."""
@@ -389,10 +394,17 @@ class TransformerAR(StringModel):
         start = torch.full_like(classes[:, :1], self.n_classes)
         return torch.cat([start, classes[:, :-1]], dim=1)  # (n, D): x_{d-1} at position d
 
+    def forward(self, x) -> torch.Tensor:
+        """Logits of the conditionals: (n, D, C) for sequences ``x`` (n, D), entry (d, c) that of
+        :math:`P(x_d = c \\mid x_{<d})`; for a list of strings, (n, L, C + 1) as in :class:`StringModel`."""
+        if not self.fixed_length:
+            return super().forward(x)
+        return self.stack(self._shifted(self.classes(x)))
+
     def conditional_log_probs(self, x: torch.Tensor) -> torch.Tensor:
         """:math:`\\log P(x_d = c \\mid x_{<d})` for every d and c, shape (n, D, C)."""
         self._need_fixed_length("conditional_log_probs")
-        return F.log_softmax(self.stack(self._shifted(self.classes(x))), dim=-1)
+        return F.log_softmax(self(x), dim=-1)
 
     def log_prob(self, x) -> torch.Tensor:
         """Exact log-probability (n,): the chain rule summed over positions (for strings, the ⟨eos⟩
@@ -438,7 +450,8 @@ class TransformerAR(StringModel):
     @torch.no_grad()
     def attention_weights(self, x) -> list[torch.Tensor]:
         """The attention weights of every block, a list of (n, n_heads, L, L): row d says how much the
-        output at position d reads from each input position (input 0 is the start token)."""
+        output at position d reads from each input position (input 0 is the start token). L = D for
+        sequences; for strings L = the batch's longest string + 1 (its ⟨eos⟩ is predicted at row L - 1)."""
         if self.fixed_length:
             inputs = self._shifted(self.classes(x))
         else:

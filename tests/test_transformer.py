@@ -91,7 +91,8 @@ def test_attention_rejects_mismatched_shapes_and_non_boolean_masks():
         scaled_dot_product_attention(q, q, q, mask=torch.ones(5, 5))
 
 
-def test_multi_head_attention_equals_nn_multiheadattention_with_copied_weights():
+@pytest.mark.parametrize("causal", [False, True])
+def test_multi_head_attention_equals_nn_multiheadattention_with_copied_weights(causal):
     torch.manual_seed(2)
     ours = MultiHeadAttention(d_model=12, n_heads=3)
     theirs = nn.MultiheadAttention(12, 3, batch_first=True)
@@ -101,9 +102,10 @@ def test_multi_head_attention_equals_nn_multiheadattention_with_copied_weights()
         theirs.out_proj.weight.copy_(ours.output.weight)
         theirs.out_proj.bias.copy_(ours.output.bias)
     x = torch.randn(4, 6, 12)
-    mask = causal_mask(6)
+    mask = causal_mask(6) if causal else None
     out, weights = ours(x, mask, return_weights=True)
-    expected, expected_weights = theirs(x, x, x, attn_mask=~mask, average_attn_weights=False)  # torch: True = blocked
+    expected, expected_weights = theirs(x, x, x, attn_mask=None if mask is None else ~mask,  # torch: True = blocked
+                                        average_attn_weights=False)
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(weights, expected_weights)
 
@@ -257,11 +259,13 @@ def test_string_probabilities_sum_to_one_up_to_the_context(make):
     torch.testing.assert_close(total, torch.tensor(1.0, dtype=torch.float64))
 
 
-def test_below_the_context_the_remainder_is_the_probability_of_longer_prefixes():
+@pytest.mark.parametrize("make", [lambda: TransformerAR(vocabulary="ab", context=8),
+                                  lambda: GRULanguageModel("ab", context=8, hidden_size=8)])
+def test_below_the_context_the_remainder_is_the_probability_of_longer_prefixes(make):
     """sum_{len <= B} P(x) + P(the first B + 1 characters are no <eos>) = 1, with the remainder
     computed from prefix probabilities (products of conditionals), not from the strings."""
     torch.manual_seed(14)
-    model = TransformerAR(vocabulary="ab", context=8).double()
+    model = make().double()
     bound = 4
     short = model.log_prob(all_strings("ab", bound)).exp().sum()
     prefixes = ["".join(p) for p in itertools.product("ab", repeat=bound + 1)]
@@ -282,11 +286,16 @@ def test_the_eos_term_is_part_of_a_strings_probability():
     assert model.token_log_probs(["abbab"])[0, 5] == 0
 
 
-def test_string_sampling_frequencies_match_the_probabilities():
+@pytest.mark.parametrize("make", [lambda: GRULanguageModel("ab", context=3, hidden_size=8),
+                                  lambda: TransformerAR(vocabulary="ab", context=3, d_model=16, n_heads=2)])
+def test_string_sampling_frequencies_match_the_probabilities(make):
     torch.manual_seed(16)
-    model = GRULanguageModel("ab", context=3, hidden_size=8)
+    model = make()
+    with torch.no_grad():  # make the distribution far from uniform
+        model.head.weight.mul_(5) if isinstance(model, GRULanguageModel) else model.stack.head.weight.mul_(10)
     strings = all_strings("ab", 3)
     probs = model.log_prob(strings).exp().detach().double()
+    assert probs.max() > 3 * probs.min()
     samples = model.sample(20_000, seed=1)
     counts = torch.tensor([samples.count(s) for s in strings], dtype=torch.float64)
     assert counts.sum() == 20_000
@@ -323,3 +332,61 @@ def test_model_arguments_are_checked():
         model.log_prob(torch.zeros(3, 4))
     with pytest.raises(TypeError, match="fixed-length"):
         TransformerAR(vocabulary="ab", context=4).conditional_log_probs(["a"])
+
+
+def test_string_models_reject_strings_they_cannot_score():
+    for model in (TransformerAR(vocabulary="ab", context=4), GRULanguageModel("ab", context=4, hidden_size=8)):
+        with pytest.raises(ValueError, match="'c' of 'abc' is not in the vocabulary"):
+            model.log_prob(["ab", "abc"])
+        with pytest.raises(ValueError, match="'ababa' has 5 characters; the model's context is 4"):
+            model.log_prob(["ababa"])
+        with pytest.raises(TypeError, match="list of str"):
+            model.log_prob("ab")
+
+
+# --- logits, attention weights and the key-value cache ---------------------------------------
+
+
+def test_forward_gives_the_logits_of_the_conditionals():
+    torch.manual_seed(17)
+    spins = TransformerAR(n_classes=2, context=5).double()
+    x = all_spin_sequences(5)[::7].contiguous()
+    logits = spins(x)
+    assert logits.shape == (len(x), 5, 2)
+    torch.testing.assert_close(torch.log_softmax(logits, -1), spins.conditional_log_probs(x))
+    strings = TransformerAR(vocabulary="ab", context=4).double()
+    batch = ["ab", "", "abba"]
+    logits = strings(batch)
+    assert logits.shape == (3, 5, 3)  # longest string + 1 positions, C + 1 symbols
+    chosen = torch.log_softmax(logits, -1).gather(-1, torch.tensor([[0, 1, 2, 2, 2], [2] * 5, [0, 1, 1, 0, 2]])[..., None])
+    inside = torch.tensor([[1, 1, 1, 0, 0], [1, 0, 0, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    torch.testing.assert_close((chosen[..., 0] * inside).sum(-1), strings.log_prob(batch))
+
+
+def test_attention_weights_are_causal_distributions_over_the_inputs():
+    torch.manual_seed(18)
+    spins = TransformerAR(n_classes=2, context=6, n_layers=3, n_heads=2)
+    weights = spins.attention_weights(all_spin_sequences(6)[:4].float())
+    assert len(weights) == 3
+    strings = TransformerAR(vocabulary="ab", context=9, n_heads=4)
+    string_weights = strings.attention_weights(["abab", "a"])
+    assert [w.shape for w in string_weights] == [(2, 4, 5, 5)] * 2  # the longest string + 1 positions
+    for w in weights + string_weights:
+        length = w.shape[-1]
+        torch.testing.assert_close(w.sum(-1), torch.ones(w.shape[:-1]))
+        assert (w[..., ~causal_mask(length)] == 0).all()
+    assert weights[0].shape == (4, 2, 6, 6)
+
+
+def test_cached_decoding_reproduces_the_full_pass():
+    """Feeding the tokens one at a time through the key-value cache gives the logits of the full
+    masked pass at every position."""
+    torch.manual_seed(19)
+    model = TransformerAR(n_classes=3, context=7, value_set=(0.0, 1.0, 2.0)).double()
+    x = torch.tensor([[0.0, 2.0, 1.0, 1.0, 0.0, 2.0, 2.0], [1.0, 1.0, 0.0, 2.0, 1.0, 0.0, 1.0]])
+    inputs = model._shifted(model.classes(x))
+    caches = [{} for _ in model.stack.blocks]
+    one_at_a_time = torch.cat([model.stack(inputs[:, d:d + 1], caches=caches) for d in range(7)], dim=1)
+    torch.testing.assert_close(one_at_a_time, model(x))
+    with pytest.raises(ValueError, match="at most 7 positions"):
+        model.stack(inputs[:, :1], caches=caches)
