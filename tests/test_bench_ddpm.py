@@ -24,7 +24,7 @@ TINY = {"T": "10", "low_t_max": "3", "hidden": "16,16", "embedding_dim": "8", "b
         "n_eval": "300", "n_elbo": "20"}
 FIELDS = {"mmd2", "mmd2_stderr", "mmd2_sigmas", "high_quality_fraction", "modes_covered", "mode_kl_to_uniform",
           "elbo_gap_nats", "elbo_gap_stderr", "sampling_seconds", "sampling_steps", "seconds", "steps",
-          "steps_per_second", "n_params"}
+          "steps_per_second", "n_params", "n_modes", "nll_minus_entropy", "nll_minus_entropy_stderr", "likelihood_kind"}
 
 
 def _sets(options):
@@ -42,14 +42,16 @@ def test_data_scored_as_samples_is_at_the_floor():
     assert abs(report["mmd2"]) <= 5 * report["mmd2_stderr"]
     p = DATA_HIGH_QUALITY_FRACTION
     assert abs(report["high_quality_fraction"] - p) <= 5 * math.sqrt(p * (1 - p) / n)
-    assert report["modes_covered"] == 8 and report["elbo_gap_nats"] == 0.0
+    assert report["modes_covered"] == report["n_modes"] == 8 and report["elbo_gap_nats"] == 0.0
+    assert report["nll_minus_entropy"] == 0.0 and report["likelihood_kind"] == "lower_bound"
     # a ring 3 std too wide is rejected (more than 5 null standard errors)
     shifted = evaluate(lambda m, g: EightGaussians(radius=2.3).sample(m, generator=g), None, seed=5, n_eval=n)
     assert shifted["mmd2"] > 5 * shifted["mmd2_stderr"]
     # |x - mu|^2 / std^2 of a point of a mode shifted by 3 std is noncentral chi^2 (2 dof, lambda = 9)
     q = ncx2.cdf(9.0, 2, 9.0)  # about 0.42
     assert abs(shifted["high_quality_fraction"] - q) <= 5 * math.sqrt(q * (1 - q) / n)
-    assert shifted["elbo_gap_nats"] is None
+    assert shifted["elbo_gap_nats"] is None and shifted["nll_minus_entropy"] is None
+    assert shifted["likelihood_kind"] is None  # no ELBO given: no likelihood side
 
 
 def test_tiny_run_json_contract_and_saved_model(tmp_path):
@@ -57,6 +59,9 @@ def test_tiny_run_json_contract_and_saved_model(tmp_path):
     result = run(30, seed=0, save=str(path), progress=False, overrides=TINY)
     assert FIELDS <= set(result) and result["steps"] == 20 and result["sampling_steps"] == 10
     assert result["config"]["hidden"] == [16, 16] and result["config"]["max_steps"] == 20
+    assert result["likelihood_kind"] == "lower_bound" and result["nll_minus_entropy"] == result["elbo_gap_nats"]
+    # -ELBO - H(p) >= KL(p || p_theta) >= 0, up to its Monte Carlo error
+    assert result["nll_minus_entropy"] > -5 * result["nll_minus_entropy_stderr"]
     json.dumps(result)  # plain JSON types only
     model = torch.load(path, weights_only=False)
     x = model.sample(7, generator=torch.Generator().manual_seed(0))
@@ -78,6 +83,7 @@ def test_cli_with_diffusers_peer_and_table(capsys):
         assert peer["steps"] == 20 and peer["n_params"] == record["n_params"] and peer["sampling_steps"] == 10
         assert peer["library"].startswith("diffusers ")
     assert peers["diffusers"]["elbo_gap_nats"] is not None and peers["diffusers_default"]["elbo_gap_nats"] is None
+    assert peers["diffusers"]["likelihood_kind"] == "lower_bound" and peers["diffusers_default"]["likelihood_kind"] is None
     plain = {**record, "seed": 2, "overrides": {"lr": "0.001"}, "config": {**record["config"], "lr": 0.001}}
     del plain["peers"]
     frame = table([record, plain])
@@ -119,6 +125,12 @@ def test_digits_tiny_run(tmp_path):
     assert result["frechet_distance_at_floor_n"] == result["frechet_distance"]
     assert result["frechet_distance"] > result["floor"]["frechet_distance"] >= 0  # 5 steps: far from real
     assert 0 <= result["label_entropy"] <= math.log(10) + 1e-9 and sum(result["label_counts"]) == 50
+    assert result["floor_frechet_distance"] == result["floor"]["frechet_distance"]
+    assert result["floor_label_entropy"] == result["floor"]["label_entropy"]
+    # bits per pixel of the 17 grey levels, from the ELBO with the discretised decoder: a bound on the
+    # log-probability of discrete images, so >= 0 (every draw's ELBO is <= 0, see the test below)
+    assert result["likelihood_kind"] == "lower_bound" and result["bits_per_pixel"] > 0
+    assert result["bits_per_pixel_stderr"] > 0
     json.dumps(result)
     x = torch.load(path, weights_only=False).sample(4, generator=torch.Generator().manual_seed(0))
     assert x.shape == (4, 64) and x.dtype == torch.float32 and x.min() >= 0 and x.max() <= 1
@@ -127,3 +139,40 @@ def test_digits_tiny_run(tmp_path):
         run_digits(1, 0, peer="diffusers")
     with pytest.raises(ValueError, match="network must be"):
         run_digits(1, 0, overrides={"network": "unet"})
+
+
+def test_discretised_decoder_masses_sum_to_one_over_the_levels():
+    """The 17 cells tile the line (the outer ones reach to -inf and +inf): for any mean and std the
+    masses sum to 1 (float64 rounding), also far in the tails where a naive difference of CDFs
+    would cancel to 0."""
+    from gmcourse.bench.ddpm_digits import discretised_gaussian_log_prob
+
+    mean = torch.cat([torch.linspace(-3, 3, 61), torch.tensor([-40.0, 40.0])]).unsqueeze(1)  # (63, 1)
+    for std in (0.01, 0.3):
+        log_p = torch.stack([discretised_gaussian_log_prob(torch.full((63, 1), k), mean, std) for k in range(17)])
+        torch.testing.assert_close(log_p.exp().sum(0), torch.ones(63, dtype=torch.float64), rtol=0, atol=1e-12)
+        assert torch.isfinite(log_p).all()  # no log(0), even 4,000 std away
+
+
+def test_discrete_elbo_of_a_model_concentrated_on_one_digit():
+    """A DDPM with the exact noise predictor of N(y, s^2 I), s = 1e-3, for one test digit y = 2x - 1:
+    the model puts almost all its probability on that digit (s is 1/62 of a cell's half-width), so
+    log P(digit) is about 0, and the discretised ELBO, a lower bound on it, is <= 0 for every digit
+    (a bound on probabilities, never a density) and close to 0 for that one (1e-3 bits per pixel
+    is 0.04 nats per image). Another digit is far from it: many bits. The continuous decoder's
+    ELBO of the same digit is a log-density, positive (hundreds of nats): not a bits-per-pixel."""
+    from gmcourse.bench.ddpm_digits import discrete_elbo
+    from gmcourse.diffusion import DDPM, GaussianMixtureNoisePredictor, NoiseSchedule
+    from gmcourse.digits import load_digits
+
+    levels, _ = load_digits("test", "levels", flatten=True)
+    schedule = NoiseSchedule.linear(1000)
+    model = DDPM(GaussianMixtureNoisePredictor.gaussian(levels[0].double() / 8 - 1, 1e-3, schedule), schedule,
+                 data_shift=0.5, data_scale=0.5)
+    elbo = discrete_elbo(model, levels[:3], torch.Generator().manual_seed(0))  # (3,) nats
+    assert elbo.shape == (3,) and (elbo <= 0).all()
+    bits = -elbo / (64 * math.log(2))
+    assert bits[0] < 1e-3 and (bits[1:] > 1).all()
+    assert model.elbo(levels[:1].double() / 16, generator=torch.Generator().manual_seed(0)).item() > 0
+    with pytest.raises(ValueError, match="data_shift = data_scale = 0.5"):
+        discrete_elbo(DDPM(model.noise_predictor, schedule), levels[:1], torch.Generator())

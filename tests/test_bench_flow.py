@@ -111,6 +111,25 @@ def test_a_short_run_beats_the_untrained_flow():
     margin = 5 * math.hypot(result["kl_stderr"], untrained["kl_stderr"])
     assert result["kl_nats"] < untrained["kl_nats"] - margin, (result["kl_nats"], untrained["kl_nats"], result["steps"])
     assert result["steps"] > 0 and budget <= result["seconds"] < 3 * budget
+    # the zoo's common fields: NLL - H is the exact KL; the sample scores of every 8-Gaussians task
+    assert result["likelihood_kind"] == "exact"
+    assert (result["nll_minus_entropy"], result["nll_minus_entropy_stderr"]) == (result["kl_nats"], result["kl_stderr"])
+    assert result["n_modes"] == 8 and 0 <= result["modes_covered"] <= 8 and 0 <= result["high_quality_fraction"] <= 1
+    assert result["mmd2_stderr"] > 0 and result["mmd2"] > -5 * result["mmd2_stderr"]  # MMD^2 >= 0 within its error
+
+
+def test_common_sample_fields_are_the_scores_of_the_flows_samples():
+    """common_fields scores model.sample with ddpm_8gaussians.evaluate: a "flow" that samples the data
+    itself (a toy with the flow's sample signature) is at the floor, MMD^2 = 0 within 5 standard
+    errors and all eight modes covered; its exact KL is passed through as nll_minus_entropy."""
+    from gmcourse.bench.flow_8gaussians import common_fields
+
+    fields = common_fields(EightGaussians(), {"kl_nats": 0.0, "kl_stderr": 0.0}, seed=3)
+    assert abs(fields["mmd2"]) < 5 * fields["mmd2_stderr"] and fields["modes_covered"] == fields["n_modes"] == 8
+    assert fields["nll_minus_entropy"] == 0.0 and fields["likelihood_kind"] == "exact"
+    # a ring 3 std too wide (as in tests/test_bench_ddpm.py): rejected, and fewer samples near a mode
+    wider = common_fields(EightGaussians(RADIUS + 0.3, STD), {"kl_nats": 1.0, "kl_stderr": 0.01}, seed=3)
+    assert wider["mmd2"] > 5 * wider["mmd2_stderr"] and wider["high_quality_fraction"] < fields["high_quality_fraction"]
 
 
 def test_overrides_change_the_configuration_and_are_recorded():

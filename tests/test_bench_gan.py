@@ -67,6 +67,7 @@ def test_gan_8gaussians_run_json_and_saved_model(capsys, tmp_path):
                 "steps_per_second", "data_high_quality_fraction"):
         assert math.isfinite(result[key]), key
     assert result["n_modes"] == 8 and 0 <= result["modes_covered"] <= 8 and len(result["mode_counts"]) == 8
+    assert "likelihood_kind" in result and result["likelihood_kind"] is None  # the zoo's field: no likelihood
     assert result["steps"] > 0 and result["seconds"] >= 1.5
     trace = result["trace"]
     assert trace[0]["step"] == 0 and trace[-1]["step"] == result["steps"] and len(trace) >= 3
@@ -141,6 +142,7 @@ def test_gan_digits_run_json_and_saved_model(capsys, tmp_path):
     assert 0 <= result["label_entropy"] <= math.log(10) + 1e-9 and sum(result["label_counts"]) == 1000
     assert result["floor_frechet_distance"] < result["frechet_distance_500"]  # a second of training is not the data
     assert result["steps"] > 0
+    assert "likelihood_kind" in result and result["likelihood_kind"] is None and "bits_per_pixel" not in result
     x = torch.load(path, weights_only=False).sample(10, generator=torch.Generator().manual_seed(0))
     assert x.shape == (10, 64) and x.dtype == torch.float32 and x.device.type == "cpu"
     assert float(x.min()) >= 0 and float(x.max()) <= 1

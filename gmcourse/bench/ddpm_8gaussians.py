@@ -19,7 +19,9 @@ size); the fraction of "high-quality" samples within 3 std of a mode, the modes 
 of the mode histogram to uniform (:func:`gmcourse.metrics.mode_coverage`), next to the data's own
 high-quality fraction :math:`1 - e^{-9/2} = 0.989`; ``elbo_gap_nats`` :math:`= \mathbb E[\log p(x) -
 \mathcal L(x)]` on ``n_elbo`` fresh points (the ELBO's bound on the NLL minus the data entropy,
-:math:`\ge \mathrm{KL}(p\,\|\,p_\theta) \ge 0`, paired per point so its error bar is small);
+:math:`\ge \mathrm{KL}(p\,\|\,p_\theta) \ge 0`, paired per point so its error bar is small), also
+under the names common to the 8-Gaussians tasks, ``nll_minus_entropy`` ± ``nll_minus_entropy_stderr``
+with ``likelihood_kind = "lower_bound"``, and ``n_modes``;
 ``sampling_seconds`` for the ``n_eval`` samples and ``sampling_steps``; ``steps``,
 ``steps_per_second`` and ``steps_per_cpu_second`` (training steps per second of this process's
 CPU time: on a busy machine, an estimate of the speed on an idle core).
@@ -181,8 +183,12 @@ def train(loss_fn, module, draw, seconds, recipe: Recipe, max_steps=None, ema_de
 
 
 def evaluate(sample_fn, elbo_fn, seed: int, n_eval: int = 5000, n_elbo: int = 1000) -> dict:
-    """Sample scores of ``sample_fn(n, generator) -> (n, 2)`` against ``n_eval`` fresh data points,
-    and the ELBO gap of ``elbo_fn(x, generator) -> (n,)`` (None: not reported) on ``n_elbo`` of them."""
+    r"""Sample scores of ``sample_fn(n, generator) -> (n, 2)`` against ``n_eval`` fresh data points,
+    and the ELBO gap of ``elbo_fn(x, generator) -> (n,)`` (None: not reported) on ``n_elbo`` of them.
+
+    The gap is also returned under the names every 8-Gaussians task uses, ``nll_minus_entropy`` and
+    ``nll_minus_entropy_stderr`` (:math:`-\mathcal L - H(p)`, a bound on the KL), with
+    ``likelihood_kind`` ``"lower_bound"`` (None when there is no ELBO); ``n_modes`` is the toy's 8."""
     from gmcourse.metrics import mmd2, mode_coverage
 
     toy = EightGaussians()
@@ -192,10 +198,13 @@ def evaluate(sample_fn, elbo_fn, seed: int, n_eval: int = 5000, n_elbo: int = 10
         samples = sample_fn(n_eval, make_generator(seed + 2 * EVAL_SEED_OFFSET)).float().cpu()
     sampling_seconds = time.perf_counter() - start
     finite = torch.isfinite(samples).all(dim=1)
-    result = {"sampling_seconds": sampling_seconds, "non_finite_samples": int((~finite).sum())}
+    result = {"sampling_seconds": sampling_seconds, "non_finite_samples": int((~finite).sum()),
+              "n_modes": int(toy.centers().shape[0])}
     if not finite.all():  # a diverged model: no scores
         return {**result, "mmd2": None, "mmd2_stderr": None, "mmd2_sigmas": None, "high_quality_fraction": 0.0,
-                "modes_covered": 0, "mode_kl_to_uniform": None, "elbo_gap_nats": None, "elbo_gap_stderr": None}
+                "modes_covered": 0, "mode_kl_to_uniform": None, "elbo_gap_nats": None, "elbo_gap_stderr": None,
+                "nll_minus_entropy": None, "nll_minus_entropy_stderr": None,
+                "likelihood_kind": None if elbo_fn is None else "lower_bound"}
     estimate = mmd2(samples, data)
     report = mode_coverage(samples, toy)
     result.update(mmd2=estimate.mean, mmd2_stderr=estimate.stderr, mmd2_sigmas=estimate.mean / estimate.stderr,
@@ -208,6 +217,9 @@ def evaluate(sample_fn, elbo_fn, seed: int, n_eval: int = 5000, n_elbo: int = 10
         result.update(elbo_gap_nats=gap.mean, elbo_gap_stderr=gap.stderr)
     else:
         result.update(elbo_gap_nats=None, elbo_gap_stderr=None)
+    # the zoo's common fields: -ELBO - H(p), the ELBO's bound on NLL - H(p) = KL(p || p_theta)
+    result.update(nll_minus_entropy=result["elbo_gap_nats"], nll_minus_entropy_stderr=result["elbo_gap_stderr"],
+                  likelihood_kind=None if result["elbo_gap_nats"] is None else "lower_bound")
     return result
 
 

@@ -44,6 +44,13 @@ initialisation on the same points, outside the timed training. Each peer is repo
 ``zuko_same_recipe`` compares architectures under one recipe; ``zuko_same_recipe`` against
 ``zuko_default`` shows what the recipe and size do to one library's flow (a run with ``--set
 n_layers=3 --set hidden=64`` gives ours at zuko's default size, to tell size from recipe).
+
+Ours also reports the fields common to the 8-Gaussians tasks of chapter 12's zoo
+(:func:`common_fields`): the scores of 5,000 of its samples as every family gets them (``mmd2`` ±
+``mmd2_stderr``, ``modes_covered`` of ``n_modes``, ``high_quality_fraction``; see
+:func:`gmcourse.bench.ddpm_8gaussians.evaluate`) and ``nll_minus_entropy`` ± ``nll_minus_entropy_stderr``,
+the exact KL above under the zoo's name, with ``likelihood_kind = "exact"``. They take about a second,
+outside the budget.
 """
 
 from __future__ import annotations
@@ -200,6 +207,22 @@ def _fit_and_score(make_model, loss_fn, log_prob, recipe: Recipe, seconds, seed,
     return model, report
 
 
+SAMPLE_FIELDS = ("mmd2", "mmd2_stderr", "mmd2_sigmas", "modes_covered", "n_modes", "high_quality_fraction",
+                 "mode_kl_to_uniform", "non_finite_samples", "sampling_seconds")
+
+
+def common_fields(model, report: dict, seed: int) -> dict:
+    """The fields every 8-Gaussians task reports (chapter 12's zoo): the sample scores of
+    :func:`gmcourse.bench.ddpm_8gaussians.evaluate` (5,000 samples against 5,000 fresh points, the same
+    points as the other families) and ``nll_minus_entropy`` = the exact KL = NLL - H(p) of the score,
+    with ``likelihood_kind = "exact"``."""
+    from gmcourse.bench.ddpm_8gaussians import evaluate  # imported here: that module imports this one
+
+    samples = evaluate(lambda n, g: model.sample(n, generator=g), None, seed)
+    return {**{name: samples[name] for name in SAMPLE_FIELDS}, "nll_minus_entropy": report["kl_nats"],
+            "nll_minus_entropy_stderr": report["kl_stderr"], "likelihood_kind": "exact"}
+
+
 def _zuko_architecture(flow) -> dict:
     import zuko
 
@@ -251,8 +274,8 @@ def run(seconds, seed, save=None, peer=None, device=None, progress=True,
                         config.identity_init, config.activation),
         lambda flow, x: flow.loss(x), lambda flow, x: flow.log_prob(x), Recipe.of(config), seconds, seed,
         device, "RealNVP", progress)
-    result = {**report, "seconds_budget": seconds, "device": str(device), "threads": config.threads,
-              "config": dataclasses.asdict(config)}
+    result = {**report, **common_fields(model, report, seed), "seconds_budget": seconds, "device": str(device),
+              "threads": config.threads, "config": dataclasses.asdict(config)}
     if save is not None:
         torch.save(model.cpu(), save)
     if peer == "zuko":

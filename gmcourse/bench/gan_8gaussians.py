@@ -19,6 +19,8 @@ on fresh samples of eight Gaussians (radius 2, std 0.1) -- or, with ``--set toy=
 ``trace``
     ``[{"step", "seconds", "modes_covered", "high_quality_fraction"}, ...]`` every ``trace_every``
     seconds of training (2,000 samples each; the time these evaluations take is not counted in the budget).
+``likelihood_kind``
+    ``None``: a GAN has neither a likelihood nor a bound on it (the field every 8-Gaussians task has).
 ``steps``, ``seconds``, ``steps_per_second``, ``sampling_seconds`` (drawing the 5,000 samples),
 ``cpu_seconds`` (processor time of the training loop, trace included: far below ``seconds`` on a
 busy machine, where the process waited for a core),
@@ -197,6 +199,7 @@ def run(seconds: float, seed: int, save=None, peer=None, device=None, progress: 
     result = {**score(model, toy, seed), "steps": steps, "seconds": round(elapsed, 2),
               "cpu_seconds": round(cpu_seconds, 2),
               "steps_per_second": steps / elapsed, "trace": trace,
+              "likelihood_kind": None,  # a GAN has no likelihood (the zoo's common field)
               **run_facts(model, cfg, device)}
     if save is not None:
         torch.save(model.cpu(), save)

@@ -12,7 +12,8 @@ frequent) and ``label_counts``. The same numbers for 500 held-out real digits
 (:func:`gmcourse.metrics.digit_floor`) are reported as ``floor_frechet_distance``,
 ``floor_label_entropy``: what a model that reproduced the data would score. The Fréchet distance of a
 finite sample is biased upwards by about :math:`1/n`, so the scores of the first 500 samples,
-``frechet_distance_500`` and ``label_entropy_500``, are the ones to hold against the floor. Also ``steps``,
+``frechet_distance_500`` and ``label_entropy_500``, are the ones to hold against the floor.
+``likelihood_kind`` is ``None``: a GAN has no likelihood, so no bits per pixel. Also ``steps``,
 ``seconds``, ``steps_per_second``, ``sampling_seconds``, ``n_params``, ``threads``, ``device``, ``config``.
 
 **The recipe** (:data:`DEFAULTS`, each part switchable with ``--set``): the non-saturating loss,
@@ -111,6 +112,7 @@ def run(seconds: float, seed: int, save=None, peer=None, device=None, progress: 
               "floor_frechet_distance": floor["frechet_distance"], "floor_label_entropy": floor["label_entropy"],
               "steps": steps, "seconds": round(elapsed, 2), "steps_per_second": steps / elapsed,
               "sampling_seconds": sampling_seconds, "n_samples": N_SAMPLES,
+              "likelihood_kind": None,  # a GAN has no likelihood: no bits per pixel (the zoo's common field)
               **run_facts(model, cfg, device)}
     if save is not None:
         torch.save(model.cpu(), save)

@@ -125,9 +125,7 @@ def run(seconds, seed, save=None, peer=None, device=None, progress=True,
         iwae = {"iwae_nll_minus_entropy": None, "iwae_nll_minus_entropy_stderr": None, "iwae_k": cfg["iwae_k"]}
     else:
         iwae = iwae_gap(model, seed, cfg["n_elbo"], cfg["iwae_k"], cfg["n_eval"])
-    result = {**scores, **iwae, "n_modes": toy.centers().shape[0],
-              "nll_minus_entropy": scores.get("elbo_gap_nats"), "nll_minus_entropy_stderr": scores.get("elbo_gap_stderr"),
-              "likelihood_kind": LIKELIHOOD_KIND,
+    result = {**scores, **iwae, "likelihood_kind": LIKELIHOOD_KIND,  # scores hold nll_minus_entropy and n_modes
               "seconds": elapsed, "steps": steps, "steps_per_second": steps / elapsed,
               "steps_per_cpu_second": steps / max(cpu_seconds, 1e-9),
               "n_params": sum(p.numel() for p in model.parameters()), "seconds_budget": seconds,
