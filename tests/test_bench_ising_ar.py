@@ -56,6 +56,10 @@ def test_cli_prints_one_json_line_with_finite_scores_and_a_progress_bar(short_ru
     assert result["entropy_nats"] == pytest.approx(ISING.entropy())
     assert result["config"] == {name: list(v) if isinstance(v, tuple) else v for name, v in DEFAULTS.items()}
     assert "ising-ar" in stderr and "100%" in stderr
+    trace = result["kl_trace"]  # the exact KL during training: from the untrained model to the one returned
+    assert trace[0] == {"seconds": 0.0, "kl_nats": result["kl_initial_nats"]}
+    assert trace[-1]["kl_nats"] == result["kl_nats"] and trace[-1]["seconds"] == round(result["seconds"], 2)
+    assert len(trace) >= 3 and all(a["seconds"] < b["seconds"] for a, b in zip(trace, trace[1:]))
 
 
 @pytest.mark.slow

@@ -34,6 +34,10 @@ def test_short_run_returns_the_json_contract_with_a_finite_exact_kl(short_run):
     assert result["elbo_gap_nats"] > -5 * result["elbo_gap_stderr"]  # ELBO <= log p, within its error bar
     assert result["config"] == {name: list(v) if isinstance(v, tuple) else v for name, v in DEFAULTS.items()}
     assert set(result["iwae"]) >= {str(k) for k in IWAE_K} | {"exact_log_p", "n_states"}
+    trace = result["kl_trace"]  # the exact KL during training: from the untrained model to the one returned
+    assert trace[0] == {"seconds": 0.0, "kl_nats": result["kl_initial_nats"]}
+    assert trace[-1]["kl_nats"] == result["kl_nats"] and trace[-1]["seconds"] == round(result["seconds"], 2)
+    assert len(trace) >= 3 and all(a["seconds"] < b["seconds"] for a, b in zip(trace, trace[1:]))
 
 
 @pytest.mark.slow

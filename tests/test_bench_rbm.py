@@ -113,6 +113,10 @@ def test_ising_rbm_reports_finite_json_serialisable_scores(ising_run):
     assert result["config"] == ising_rbm.DEFAULTS and result["steps"] > 0
     # PCD on the structured model: an order of magnitude below the untrained model in 3 seconds
     assert 0 <= result["kl_nats"] < result["kl_initial_nats"] / 10
+    trace = result["kl_trace"]  # the exact KL during training: from the untrained model to the one returned
+    assert trace[0] == {"seconds": 0.0, "kl_nats": result["kl_initial_nats"]}
+    assert trace[-1]["kl_nats"] == result["kl_nats"] and trace[-1]["seconds"] == round(result["seconds"], 2)
+    assert len(trace) >= 2 and all(a["seconds"] < b["seconds"] for a, b in zip(trace, trace[1:]))
 
 
 @pytest.mark.slow

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["TASKS", "apply_overrides", "configuration_label", "get_task", "group_by_configuration", "parse_overrides"]
+__all__ = ["TASKS", "apply_overrides", "check_at_least", "check_max_steps", "configuration_label", "get_task",
+           "group_by_configuration", "initial_model", "pace", "parse_overrides", "run_facts"]
 
 # task name -> module (imported only when the task runs, so one task's imports cost others nothing)
 TASKS = {
@@ -24,6 +25,9 @@ TASKS = {
     "ising-rbm": "gmcourse.bench.ising_rbm",
     "tfim-rbm": "gmcourse.bench.tfim_rbm",
     "ising-vae": "gmcourse.bench.ising_vae",
+    "vae-8gaussians": "gmcourse.bench.vae_8gaussians",
+    "vae-digits": "gmcourse.bench.vae_digits",
+    "ar-digits": "gmcourse.bench.ar_digits",
     "gan-8gaussians": "gmcourse.bench.gan_8gaussians",
     "gan-digits": "gmcourse.bench.gan_digits",
     "ddpm-8gaussians": "gmcourse.bench.ddpm_8gaussians",
@@ -108,3 +112,53 @@ def group_by_configuration(frame):
     first_seen = {name: rank for rank, name in enumerate(dict.fromkeys(frame["configuration"]))}
     return frame.sort_values("configuration", key=lambda column: column.map(first_seen), kind="stable",
                              ignore_index=True)
+
+
+# ----------------------------------------------------------------------------- shared by the tasks
+
+def check_at_least(cfg: dict, names, minimum: int = 1) -> None:
+    """A clear error when a setting in ``names`` is below ``minimum``."""
+    for name in names:
+        if cfg[name] < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {cfg[name]}")
+
+
+def check_max_steps(cfg: dict) -> dict:
+    """``cfg`` with ``max_steps`` a positive int or None; a clear error for anything else."""
+    if cfg["max_steps"] is None:
+        return cfg
+    if cfg["max_steps"] < 1 or cfg["max_steps"] != int(cfg["max_steps"]):
+        raise ValueError(f"max_steps must be a positive integer or none, got {cfg['max_steps']}")
+    return {**cfg, "max_steps": int(cfg["max_steps"])}
+
+
+def initial_model(make_model, cfg: dict, seed: int, device):
+    """``make_model(cfg)`` initialised from ``seed`` (torch's global RNG is left as it was), on ``device``."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return make_model(cfg).to(device)
+
+
+def pace(steps: int, seconds: float, cpu_seconds: float | None = None) -> dict:
+    """The training-speed fields of a record: ``steps``, ``seconds``, ``steps_per_second`` (and
+    ``steps_per_cpu_second`` when the CPU time is known)."""
+    facts = {"seconds": seconds, "steps": steps, "steps_per_second": steps / max(seconds, 1e-9)}
+    if cpu_seconds is not None:
+        facts["steps_per_cpu_second"] = steps / max(cpu_seconds, 1e-9)
+    return facts
+
+
+def run_facts(modules, cfg: dict, device, seconds_budget: float | None = None) -> dict:
+    """The fields every record carries: parameter count of ``modules`` (one module or several),
+    threads, device, the configuration (tuples as lists, for JSON) and the budget when given."""
+    import torch
+
+    modules = modules if isinstance(modules, (list, tuple)) else [modules]
+    facts = {"n_params": sum(p.numel() for module in modules for p in module.parameters()),
+             "threads": torch.get_num_threads(), "device": str(device),
+             "config": {name: list(value) if isinstance(value, tuple) else value for name, value in cfg.items()}}
+    if seconds_budget is not None:
+        facts["seconds_budget"] = seconds_budget
+    return facts

@@ -53,7 +53,8 @@ import time
 
 import torch
 
-from gmcourse.bench import apply_overrides, configuration_label, group_by_configuration
+from gmcourse.bench import (apply_overrides, check_at_least, check_max_steps, configuration_label,
+                            group_by_configuration, initial_model, pace, run_facts)
 from gmcourse.autoregressive import MADE, CausalConv1dAR, GRUAutoregressive
 from gmcourse.digits import N_LEVELS, load_digits
 from gmcourse.divergences import monte_carlo_mean
@@ -153,11 +154,15 @@ def train_with_validation(model: torch.nn.Module, loss_fn, validation_nll, train
             "validation_nll": best["nll"], "trace": trace}
 
 
+def fit_facts(fit: dict, cfg: dict, n_train: int) -> dict:
+    """The training fields of a record from :func:`train_with_validation`'s result."""
+    return {**pace(fit["steps"], fit["seconds"]), "epochs": round(fit["steps"] * cfg["batch_size"] / n_train, 1),
+            "best_seconds": fit["best_seconds"], "validation_trace": fit["trace"]}
+
+
 def check_common(cfg: dict, names=("batch_size", "threads")) -> dict:
     """Checks shared by the digits likelihood tasks; returns ``cfg`` with ``max_steps`` an int or None."""
-    for name in names:
-        if cfg[name] < 1:
-            raise ValueError(f"{name} must be >= 1, got {cfg[name]}")
+    check_at_least(cfg, names)
     if cfg["lr"] is None or not cfg["lr"] > 0:
         raise ValueError(f"lr must be a positive number, got {cfg['lr']}")
     if cfg["eval_every"] is None or not cfg["eval_every"] > 0:
@@ -166,11 +171,7 @@ def check_common(cfg: dict, names=("batch_size", "threads")) -> dict:
         raise ValueError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {cfg['lr_schedule']!r}")
     if cfg["n_samples"] < N_FLOOR:
         raise ValueError(f"n_samples must be >= {N_FLOOR} (the floor compares the first {N_FLOOR}), got {cfg['n_samples']}")
-    if cfg["max_steps"] is not None:
-        if cfg["max_steps"] < 1 or cfg["max_steps"] != int(cfg["max_steps"]):
-            raise ValueError(f"max_steps must be a positive integer or none, got {cfg['max_steps']}")
-        cfg = {**cfg, "max_steps": int(cfg["max_steps"])}
-    return cfg
+    return check_max_steps(cfg)
 
 
 def check_config(cfg: dict) -> dict:
@@ -198,9 +199,7 @@ def run(seconds, seed, save=None, peer=None, device=None, progress=True,
     device = torch.device(device) if device is not None else default_device()
     torch.set_num_threads(cfg["threads"])
     train, validation, test = digit_data(device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # initial weights
-        model = make_model(cfg).to(device)
+    model = initial_model(make_model, cfg, seed, device)
     fit = train_with_validation(model, lambda x: -model.log_prob(x).mean(),
                                 lambda: -model.log_prob(validation).double().mean(), train, seconds, cfg,
                                 make_generator(seed, device=device), "ar-digits", progress)
@@ -214,21 +213,18 @@ def run(seconds, seed, save=None, peer=None, device=None, progress=True,
               "train_bits_per_pixel": train_bits,
               "validation_bits_per_pixel": fit["validation_nll"] / (D * math.log(2)),
               **digit_sample_scores(samples.double() / (N_LEVELS - 1)),
-              "seconds": fit["seconds"], "steps": fit["steps"], "steps_per_second": fit["steps"] / fit["seconds"],
-              "epochs": round(fit["steps"] * cfg["batch_size"] / len(train), 1), "best_seconds": fit["best_seconds"],
-              "validation_trace": fit["trace"], "sampling_seconds": sampling_seconds,
-              "n_params": sum(p.numel() for p in model.parameters()), "seconds_budget": seconds,
-              "device": str(device), "threads": cfg["threads"],
-              "config": {name: list(value) if isinstance(value, tuple) else value for name, value in cfg.items()}}
+              **fit_facts(fit, cfg, len(train)), "sampling_seconds": sampling_seconds,
+              **run_facts(model, cfg, device, seconds)}
     if save is not None:
         torch.save(model.cpu(), save)
     return result
 
 
-def digits_table(records: list[dict], defaults: dict, likelihood_label: str):
-    """The table of a digits likelihood task: configuration, seed, budget, test bits per pixel ±
-    standard error, validation bits per pixel, Fréchet distance and label entropy next to the
-    held-out-real floor, steps, epochs."""
+def digits_table(records: list[dict], defaults: dict, likelihood_label: str | None):
+    """The table of a digits task: configuration, seed, budget, the test bits per pixel ± standard
+    error under ``likelihood_label`` and the validation bits per pixel (both left out when
+    ``likelihood_label`` is None: a family without a likelihood), Fréchet distance and label entropy
+    next to the held-out-real floor, steps and (when recorded) epochs."""
     import pandas as pd
 
     def bits(record):
@@ -236,21 +232,18 @@ def digits_table(records: list[dict], defaults: dict, likelihood_label: str):
             return ""
         return f"{record['bits_per_pixel']:.3f} ± {record.get('bits_per_pixel_stderr', float('nan')):.3f}"
 
-    rows = [{
-        "configuration": configuration_label(record, defaults),
-        "seed": record.get("seed"),
-        "budget (s)": record.get("seconds_budget"),
-        likelihood_label: bits(record),
-        "validation bits/pixel": record.get("validation_bits_per_pixel"),
-        "FD (1,000)": record.get("frechet_distance"),
-        "FD (500)": record.get("frechet_distance_500"),
-        "FD floor (500 real)": record.get("floor_frechet_distance"),
-        "label entropy": record.get("label_entropy"),
-        "entropy floor (real)": record.get("floor_label_entropy"),
-        "steps": record.get("steps"),
-        "epochs": record.get("epochs"),
-    } for record in records]
-    return group_by_configuration(pd.DataFrame(rows))
+    def row(record):
+        likelihood = {} if likelihood_label is None else {
+            likelihood_label: bits(record), "validation bits/pixel": record.get("validation_bits_per_pixel")}
+        return {"configuration": configuration_label(record, defaults), "seed": record.get("seed"),
+                "budget (s)": record.get("seconds_budget", record.get("seconds")), **likelihood,
+                "FD (1,000)": record.get("frechet_distance"), "FD (500)": record.get("frechet_distance_500"),
+                "FD floor (500 real)": record.get("floor_frechet_distance"),
+                "label entropy": record.get("label_entropy"),
+                "entropy floor (real)": record.get("floor_label_entropy"), "steps": record.get("steps"),
+                **({"epochs": record.get("epochs")} if any("epochs" in r for r in records) else {})}
+
+    return group_by_configuration(pd.DataFrame([row(record) for record in records]))
 
 
 def table(records: list[dict]):

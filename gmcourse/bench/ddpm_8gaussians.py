@@ -69,7 +69,7 @@ import time
 
 import torch
 
-from gmcourse.bench import apply_overrides, configuration_label, group_by_configuration
+from gmcourse.bench import apply_overrides, check_at_least, check_max_steps, configuration_label, group_by_configuration
 from gmcourse.bench.flow_8gaussians import EVAL_SEED_OFFSET, Recipe
 from gmcourse.diffusion import DDPM, EMA, MLPNoisePredictor, NoiseSchedule, WEIGHTINGS, VARIANCES
 from gmcourse.divergences import monte_carlo_mean
@@ -100,9 +100,7 @@ def make_schedule(cfg: dict) -> NoiseSchedule:
 
 def check_config(cfg: dict) -> dict:
     """Common checks of a DDPM benchmark configuration; returns it with ``max_steps`` an int or None."""
-    for name in ("T", "batch_size", "n_eval", "threads"):
-        if cfg[name] < 1:
-            raise ValueError(f"{name} must be >= 1, got {cfg[name]}")
+    check_at_least(cfg, ("T", "batch_size", "n_eval", "threads"))
     if cfg["n_elbo"] < 0:
         raise ValueError(f"n_elbo must be >= 0 (0: no ELBO), got {cfg['n_elbo']}")
     if cfg["lr_schedule"] not in ("warmup-cosine", "constant"):
@@ -113,10 +111,7 @@ def check_config(cfg: dict) -> dict:
         raise ValueError(f"variance must be one of {list(VARIANCES)}, got {cfg['variance']!r}")
     if cfg["ema_decay"] is not None and not 0 <= cfg["ema_decay"] < 1:
         raise ValueError(f"ema_decay must be in [0, 1) or none, got {cfg['ema_decay']}")
-    if cfg["max_steps"] is not None:
-        if cfg["max_steps"] < 1 or cfg["max_steps"] != int(cfg["max_steps"]):
-            raise ValueError(f"max_steps must be a positive integer or none, got {cfg['max_steps']}")
-        cfg = {**cfg, "max_steps": int(cfg["max_steps"])}
+    cfg = check_max_steps(cfg)
     if not 0 <= cfg["low_t_fraction"] <= 1 or (cfg["low_t_fraction"] > 0 and not 1 <= cfg["low_t_max"] <= cfg["T"]):
         raise ValueError(f"need 0 <= low_t_fraction <= 1 and 1 <= low_t_max <= T, got {cfg['low_t_fraction']}, "
                          f"{cfg['low_t_max']}")

@@ -48,7 +48,7 @@ import time
 
 import torch
 
-from gmcourse.bench import apply_overrides, configuration_label, group_by_configuration
+from gmcourse.bench import apply_overrides, configuration_label, group_by_configuration, pace, run_facts
 from gmcourse.bench.ddpm_8gaussians import check_config, make_network, make_schedule, recipe_of, t_probabilities, train
 from gmcourse.diffusion import DDPM, ConvNoisePredictor, q_sample
 from gmcourse.digits import N_LEVELS, load_digits
@@ -178,13 +178,9 @@ def run(seconds, seed, save=None, peer=None, device=None, progress=True,
               "floor_frechet_distance": floor["frechet_distance"], "floor_label_entropy": floor["label_entropy"],
               "bits_per_pixel": bits.mean, "bits_per_pixel_stderr": bits.stderr, "likelihood_kind": "lower_bound",
               "elbo_seconds": elbo_seconds,
-              "seconds": elapsed, "steps": steps, "steps_per_second": steps / elapsed,
-              "steps_per_cpu_second": steps / max(cpu_seconds, 1e-9),
-              "epochs": round(steps * cfg["batch_size"] / len(images), 1),
+              **pace(steps, elapsed, cpu_seconds), "epochs": round(steps * cfg["batch_size"] / len(images), 1),
               "sampling_seconds": sampling_seconds, "sampling_steps": cfg["T"],
-              "n_params": sum(p.numel() for p in model.parameters()), "seconds_budget": seconds,
-              "device": str(device), "threads": cfg["threads"],
-              "config": {name: list(value) if isinstance(value, tuple) else value for name, value in cfg.items()}}
+              **run_facts(model, cfg, device, seconds)}
     if save is not None:
         torch.save(model.cpu(), save)
     return result

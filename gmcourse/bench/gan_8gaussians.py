@@ -55,6 +55,7 @@ import time
 import torch
 
 from gmcourse.bench import apply_overrides, configuration_label, group_by_configuration
+from gmcourse.bench import run_facts as common_run_facts
 from gmcourse.gan import ACTIVATIONS, GAN, KINDS, MLPDiscriminator, MLPGenerator
 from gmcourse.metrics import mmd2, mode_coverage
 from gmcourse.toys import get_toy
@@ -208,10 +209,7 @@ def run(seconds: float, seed: int, save=None, peer=None, device=None, progress: 
 
 def run_facts(model: GAN, cfg: dict, device) -> dict:
     """The fields every GAN benchmark record carries: parameter count, threads, device, configuration."""
-    return {"n_params": sum(p.numel() for p in model.generator_net.parameters())
-            + sum(p.numel() for p in model.discriminator_net.parameters()),
-            "threads": torch.get_num_threads(), "device": str(device),
-            "config": {name: list(value) if isinstance(value, tuple) else value for name, value in cfg.items()}}
+    return common_run_facts([model.generator_net, model.discriminator_net], cfg, device)
 
 
 def _configuration(record: dict) -> str:

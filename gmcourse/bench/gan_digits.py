@@ -30,17 +30,16 @@ import time
 
 import torch
 
-from gmcourse.bench import apply_overrides, configuration_label, group_by_configuration
+from gmcourse.bench import apply_overrides
 from gmcourse.bench.gan_8gaussians import LR_DECAYS, learning_rate_factor, run_facts
 from gmcourse.digits import load_digits
 from gmcourse.gan import GAN, KINDS, ConvDiscriminator, ConvGenerator
-from gmcourse.metrics import digit_floor, digit_scores
+from gmcourse.bench.ar_digits import digit_sample_scores
 from gmcourse.utils import default_device, make_generator, progress as progress_bar
 
 __all__ = ["DEFAULTS", "N_SAMPLES", "config_of", "run", "table"]
 
 N_SAMPLES = 1_000  # samples scored
-N_FLOOR = 500  # held-out real digits of the floor (all that the classifier never saw)
 EVAL_SEED_OFFSET = 1_000_003
 
 DEFAULTS = dict(kind="non_saturating", latent_dim=16, channels=16, spectral_norm=False, batch_size=64, lr=2e-3,
@@ -104,14 +103,9 @@ def run(seconds: float, seed: int, save=None, peer=None, device=None, progress: 
     start = time.perf_counter()
     samples = model.sample(N_SAMPLES, generator=make_generator(seed + EVAL_SEED_OFFSET)).cpu()  # (1000, 64)
     sampling_seconds = time.perf_counter() - start
-    scores, floor = digit_scores(samples), digit_floor(N_FLOOR)
-    like_floor = digit_scores(samples[:N_FLOOR])  # the Fréchet distance's bias depends on n: compare at one n
-    result = {"frechet_distance": scores["frechet_distance"], "label_entropy": scores["label_entropy"],
-              "label_counts": [int(c) for c in scores["label_counts"]],
-              "frechet_distance_500": like_floor["frechet_distance"], "label_entropy_500": like_floor["label_entropy"],
-              "floor_frechet_distance": floor["frechet_distance"], "floor_label_entropy": floor["label_entropy"],
+    result = {**digit_sample_scores(samples),
               "steps": steps, "seconds": round(elapsed, 2), "steps_per_second": steps / elapsed,
-              "sampling_seconds": sampling_seconds, "n_samples": N_SAMPLES,
+              "sampling_seconds": sampling_seconds,
               "likelihood_kind": None,  # a GAN has no likelihood: no bits per pixel (the zoo's common field)
               **run_facts(model, cfg, device)}
     if save is not None:
@@ -120,19 +114,9 @@ def run(seconds: float, seed: int, save=None, peer=None, device=None, progress: 
 
 
 def table(records: list[dict]):
-    """One row per recorded run: the configuration (what differs from :data:`DEFAULTS`), seed and
-    budget, Fréchet distance and label entropy of the samples next to the held-out-real floor, steps."""
-    import pandas as pd
+    """One row per recorded run (:func:`gmcourse.bench.ar_digits.digits_table` without a likelihood
+    column): the configuration (what differs from :data:`DEFAULTS`), seed and budget, Fréchet distance
+    and label entropy of the samples next to the held-out-real floor, steps."""
+    from gmcourse.bench.ar_digits import digits_table
 
-    rows = [{
-        "configuration": configuration_label(record, DEFAULTS),
-        "seed": record.get("seed"),
-        "budget (s)": record.get("seconds_budget", record.get("seconds")),
-        "FD (1,000)": record.get("frechet_distance"),
-        "FD (500)": record.get("frechet_distance_500"),
-        "FD floor (500 real)": record.get("floor_frechet_distance"),
-        "label entropy": record.get("label_entropy"),
-        "entropy floor (real)": record.get("floor_label_entropy"),
-        "steps": record.get("steps"),
-    } for record in records]
-    return group_by_configuration(pd.DataFrame(rows))
+    return digits_table(records, DEFAULTS, None)

@@ -39,7 +39,9 @@ the same way), ``train_nll``/``val_nll``/``test_nll`` (nats per configuration; t
 the same test samples: ``test_nll - test_nll_truth`` estimates the KL with a far smaller error,
 as the fluctuations of the sample cancel), ``seconds`` (training wall time), ``steps``,
 ``epochs``, ``n_params``, ``selected``, ``group_size``, ``threads`` and ``config`` (the full
-configuration).
+configuration), and ``kl_trace``: the exact KL of the model being trained before training, at the
+first evaluations after 1, 2, 4, 8, ... seconds (each evaluation's time is not counted in the
+budget), and of the model returned, as ``[{"seconds", "kl_nats"}, ...]``.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ from gmcourse.utils import default_device, make_generator, progress as progress_
 __all__ = ["DEFAULTS", "run", "table", "exact_kl", "all_state_log_probs", "ising_data", "fit_and_score", "train_augmented"]
 
 L, TEMPERATURE, N_SAMPLES = 4, 2.269, 20_000
+TRACE_FIRST = 1.0  # seconds of training before the first point of the KL trace; then doubling
+
 DEFAULTS = dict(hidden_sizes=(64, 64), direct=True, learning_rate=3e-3, lr_decay=True, batch_size=256,
                 weight_decay=0.0, augment=True, symmetrize=True, validation_fraction=0.1, eval_every=2.0,
                 selection_sigmas=3.0)
@@ -140,13 +144,24 @@ def fit_and_score(make_base, cfg: dict, seconds: float, seed: int, device=None, 
                        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}")
     best = dict(nll=math.inf, state=None, log_probs=None, at=None)
 
+    trace = [{"seconds": 0.0, "kl_nats": kl_initial}]
+    next_trace = [TRACE_FIRST]
+
     def select(elapsed):  # every eval_every seconds: keep the checkpoint with the best held-out NLL
+        excluded = 0.0
+        if elapsed >= next_trace[0]:  # the exact KL at 1, 2, 4, 8, ... s, its time not counted in the budget
+            began = time.perf_counter()
+            trace.append({"seconds": round(elapsed, 2), "kl_nats": exact_kl(ising, model)})
+            while next_trace[0] <= elapsed:
+                next_trace[0] *= 2
+            excluded = time.perf_counter() - began
         if n_val:
             log_probs = val_log_probs()
             if -log_probs.mean() < best["nll"]:
                 best.update(nll=float(-log_probs.mean()), state=copy.deepcopy(base.state_dict()),
                             log_probs=log_probs, at=round(elapsed, 1))
             bar.set_postfix_str(f"val NLL {float(-log_probs.mean()):.4f}", refresh=False)
+        return excluded
 
     steps, train_seconds = train_augmented(base, optimizer, train, permutations, signs, cfg, seconds, g_train, bar,
                                            on_eval=select)
@@ -161,9 +176,11 @@ def fit_and_score(make_base, cfg: dict, seconds: float, seed: int, device=None, 
             selected = f"checkpoint at {best['at']} s"
 
     log_q = all_state_log_probs(ising, model)  # (2^16,): every score below is a lookup in it
+    kl = exact_kl(ising, log_q=log_q)
+    trace.append({"seconds": round(train_seconds, 2), "kl_nats": kl})
     nll = {name: float(-log_q[ising.state_index(part.view(-1, L, L))].mean()) if len(part) else None
            for name, part in (("train", train.cpu()), ("val", val.cpu()), ("test", test))}
-    result = dict(kl_nats=exact_kl(ising, log_q=log_q), kl_base_nats=exact_kl(ising, base), kl_initial_nats=kl_initial,
+    result = dict(kl_nats=kl, kl_trace=trace, kl_base_nats=exact_kl(ising, base), kl_initial_nats=kl_initial,
                   seconds=round(train_seconds, 2), train_nll=nll["train"], val_nll=nll["val"],
                   test_nll=nll["test"], test_nll_truth=float(-ising.log_prob(test.view(-1, L, L)).mean()),
                   entropy_nats=ising.entropy(), steps=steps, epochs=round(steps * cfg["batch_size"] / len(train), 1),
@@ -179,7 +196,8 @@ def train_augmented(base, optimizer, train: torch.Tensor, permutations, signs, c
     ``train`` per step, each moved by a random symmetry when ``cfg["augment"]``, the learning rate
     on a cosine from ``cfg["learning_rate"]`` to 0 when ``cfg["lr_decay"]``, after a linear warm-up
     over the fraction ``cfg["warmup"]`` of the budget when that key is positive; ``on_eval(elapsed)``
-    every ``cfg["eval_every"]`` seconds, its time not counted in the budget when ``exclude_eval_time``.
+    every ``cfg["eval_every"]`` seconds, its time not counted in the budget when ``exclude_eval_time``
+    (otherwise the number of seconds that ``on_eval`` returns, if any, is not counted).
     Returns (steps, training seconds)."""
     steps, start = 0, time.perf_counter()
     next_eval = cfg["eval_every"]
@@ -203,9 +221,11 @@ def train_augmented(base, optimizer, train: torch.Tensor, permutations, signs, c
             next_eval += cfg["eval_every"]
             if on_eval is not None:
                 began = time.perf_counter()
-                on_eval(elapsed)
+                excluded = on_eval(elapsed)
                 if exclude_eval_time:
                     start += time.perf_counter() - began
+                elif excluded:
+                    start += excluded
             bar.update(round(elapsed, 1) - bar.n)
     train_seconds = time.perf_counter() - start
     bar.update(round(seconds, 1) - bar.n)

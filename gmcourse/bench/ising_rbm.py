@@ -72,7 +72,8 @@ def train(model: RBM, data: torch.Tensor, cfg: dict, seconds: float, generator: 
     ``n_chains`` and ``k`` (persistent chains and Gibbs steps per update) and ``augment``;
     ``symmetries`` = (permutations, signs) of the group used for augmentation. ``evaluate()`` is
     called every ``cfg["eval_every"]`` seconds (its time excluded from the budget) and must return
-    a number, shown on the progress bar and collected in ``trace``. Returns steps, seconds, trace."""
+    a KL in nats, shown on the progress bar and collected in ``trace`` as ``{"seconds", "kl_nats"}``
+    points. Returns steps, seconds, trace."""
     model.persistent, model.k, model.n_chains = True, cfg["k"], cfg["n_chains"]
     model.reset_chains()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg["learning_rate"])
@@ -98,7 +99,7 @@ def train(model: RBM, data: torch.Tensor, cfg: dict, seconds: float, generator: 
             next_eval += cfg["eval_every"]
             pause = time.perf_counter()
             value = evaluate()
-            trace.append([round(elapsed, 1), value])
+            trace.append({"seconds": round(elapsed, 2), "kl_nats": value})
             bar.set_postfix_str(f"exact KL {value:.4f}", refresh=False)
             spent_evaluating += time.perf_counter() - pause
             bar.update(round(elapsed, 1) - bar.n)
@@ -211,12 +212,14 @@ def run(seconds: float, seed: int, save=None, peer=None, device=None, progress: 
     log_q = all_state_log_probs(ising, model)  # (2^16,) exact; every score below is a lookup in it
     nll = {name: float(-log_q[ising.state_index(part.view(-1, L, L))].mean())
            for name, part in (("train", data), ("test", test))}
-    result = dict(kl_nats=exact_kl(ising, log_q=log_q), kl_initial_nats=kl_initial, seconds=round(info["seconds"], 2),
+    kl = exact_kl(ising, log_q=log_q)
+    trace = [{"seconds": 0.0, "kl_nats": kl_initial}, *info["trace"], {"seconds": round(info["seconds"], 2), "kl_nats": kl}]
+    result = dict(kl_nats=kl, kl_initial_nats=kl_initial, seconds=round(info["seconds"], 2),
                   train_nll=nll["train"], test_nll=nll["test"],
                   test_nll_truth=float(-ising.log_prob(test.view(-1, L, L)).mean()), entropy_nats=ising.entropy(),
                   steps=info["steps"], epochs=round(info["steps"] * min(cfg["batch_size"], N_SAMPLES) / N_SAMPLES, 1),
                   n_params=sum(p.numel() for p in model.parameters()), n_hidden=model.n_hidden,
-                  kl_trace=info["trace"], threads=torch.get_num_threads(), config=dict(cfg))
+                  kl_trace=trace, threads=torch.get_num_threads(), config=dict(cfg))
     if peer == "sklearn":
         data01 = ((data + 1) / 2).double().numpy()  # spins -> {0, 1}
         estimator, updates, peer_seconds = sklearn_rbm(data01, model.n_hidden, seconds, seed,

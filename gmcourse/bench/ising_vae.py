@@ -16,7 +16,8 @@ the training samples, for the given wall-clock budget, the learning rate decayed
 Reported:
 
 * ``kl_nats``: the exact KL of the trained model (quadrature with spacing ``spacing``);
-  ``kl_initial_nats`` the same for the untrained model.
+  ``kl_initial_nats`` the same for the untrained model; ``kl_trace`` the same during training, at 1, 2,
+  4, ... seconds (not counted in the budget) and at the end, as ``[{"seconds", "kl_nats"}, ...]``.
 * ``quadrature``: the check of the quadrature: ``kl_half_spacing_nats`` (the KL with half the
   spacing), ``max_abs_log_p_change`` (the largest change of any state's :math:`\log p_\theta` between the
   two grids, an estimate of the error of the grid used for ``kl_nats``), ``probability_sum`` (:math:`\sum_s p_\theta(s)`, 1 up to the prior's mass outside the grid).
@@ -41,7 +42,7 @@ import time
 import torch
 
 from gmcourse.bench import apply_overrides
-from gmcourse.bench.ising_ar import exact_kl, ising_data
+from gmcourse.bench.ising_ar import TRACE_FIRST, exact_kl, ising_data
 from gmcourse.divergences import gaussian_kl
 from gmcourse.ising import IsingModel
 from gmcourse.utils import default_device, make_generator, progress as progress_bar
@@ -119,8 +120,16 @@ def run(seconds: float, seed: int, save=None, peer=None, device=None, progress: 
 
     bar = progress_bar(total=round(seconds, 1), desc="ising-vae", disable=not progress,
                        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}")
+    trace, next_trace = [{"seconds": 0.0, "kl_nats": kl_initial}], TRACE_FIRST
     steps, start = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - start) < seconds:
+        if elapsed >= next_trace:  # the exact KL at 1, 2, 4, ... s, its time not counted in the budget
+            began = time.perf_counter()
+            log_q = all_states_log_marginal(model, cfg["spacing"], cfg["extent"])
+            trace.append({"seconds": round(elapsed, 2), "kl_nats": exact_kl(ising, log_q=log_q)})
+            while next_trace <= elapsed:
+                next_trace *= 2
+            start += time.perf_counter() - began
         if cfg["lr_decay"]:  # cosine decay over the wall-clock budget
             for group in optimizer.param_groups:
                 group["lr"] = cfg["learning_rate"] * 0.5 * (1.0 + math.cos(math.pi * elapsed / seconds))
@@ -139,6 +148,7 @@ def run(seconds: float, seed: int, save=None, peer=None, device=None, progress: 
 
     model.eval()
     scores = score(model, ising, cfg, seed)
+    trace.append({"seconds": round(train_seconds, 2), "kl_nats": scores["kl"]})
     train_index, test_index = ising.state_index(train.view(-1, L, L)), ising.state_index(test.view(-1, L, L))
     iwae_x = test[:cfg["iwae_states"]].to(device, torch.get_default_dtype())
     iwae_generator = make_generator(seed + 1, device=device)
@@ -150,7 +160,7 @@ def run(seconds: float, seed: int, save=None, peer=None, device=None, progress: 
         iwae[str(k)] = dict(mean=float(estimate.mean()), gap=float(gap.mean()),
                             gap_stderr=float(gap.std() / math.sqrt(len(gap))))
     result = dict(
-        kl_nats=scores["kl"], kl_initial_nats=kl_initial,
+        kl_nats=scores["kl"], kl_initial_nats=kl_initial, kl_trace=trace,
         elbo_gap_nats=scores["gap"], elbo_gap_stderr=scores["gap_stderr"],
         quadrature=dict(spacing=cfg["spacing"], extent=cfg["extent"], kl_half_spacing_nats=scores["kl_fine"],
                         max_abs_log_p_change=scores["max_change"], probability_sum=scores["probability_sum"]),

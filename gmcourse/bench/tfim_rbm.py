@@ -100,7 +100,9 @@ def run(seconds: float, seed: int, save=None, peer=None, device=None, progress: 
                   train_nll=train_nll, train_nll_truth=float(-state.log_prob(records).mean()),
                   entropy_nats=float(-(state.probabilities() * state.probabilities().log()).sum()),
                   steps=info["steps"], n_params=sum(p.numel() for p in model.parameters()),
-                  kl_trace=info["trace"], threads=torch.get_num_threads(), config=dict(cfg))
+                  kl_trace=[{"seconds": 0.0, "kl_nats": initial["kl_nats"]}, *info["trace"],
+                            {"seconds": round(info["seconds"], 2), "kl_nats": scores["kl_nats"]}],
+                  threads=torch.get_num_threads(), config=dict(cfg))
     if save is not None:
         torch.save(model.cpu(), save)
     return result

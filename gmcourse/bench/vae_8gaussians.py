@@ -41,7 +41,8 @@ from __future__ import annotations
 
 import torch
 
-from gmcourse.bench import apply_overrides, configuration_label, group_by_configuration
+from gmcourse.bench import (apply_overrides, check_at_least, check_max_steps, configuration_label,
+                            group_by_configuration, initial_model, pace, run_facts)
 from gmcourse.bench.ddpm_8gaussians import evaluate, recipe_of, train
 from gmcourse.bench.flow_8gaussians import EVAL_SEED_OFFSET
 from gmcourse.divergences import monte_carlo_mean
@@ -59,9 +60,7 @@ DEFAULTS = dict(latent_dim=2, hidden=(128, 128), activation="silu", batch_size=5
 
 def check_config(cfg: dict) -> dict:
     """The checked configuration (``max_steps`` an int or None); a clear error for a bad value."""
-    for name in ("latent_dim", "batch_size", "threads", "iwae_k"):
-        if cfg[name] < 1:
-            raise ValueError(f"{name} must be >= 1, got {cfg[name]}")
+    check_at_least(cfg, ("latent_dim", "batch_size", "threads", "iwae_k"))
     for name in ("n_eval", "n_elbo"):
         if cfg[name] < 2:
             raise ValueError(f"{name} must be >= 2 (a standard error needs two points), got {cfg[name]}")
@@ -76,11 +75,7 @@ def check_config(cfg: dict) -> dict:
         raise ValueError(f"lr_schedule must be 'warmup-cosine' or 'constant', got {cfg['lr_schedule']!r}")
     if cfg["lr"] is None or not cfg["lr"] > 0:
         raise ValueError(f"lr must be a positive number, got {cfg['lr']}")
-    if cfg["max_steps"] is not None:
-        if cfg["max_steps"] < 1 or cfg["max_steps"] != int(cfg["max_steps"]):
-            raise ValueError(f"max_steps must be a positive integer or none, got {cfg['max_steps']}")
-        cfg = {**cfg, "max_steps": int(cfg["max_steps"])}
-    return cfg
+    return check_max_steps(cfg)
 
 
 def make_model(cfg: dict) -> VAE:
@@ -109,9 +104,7 @@ def run(seconds, seed, save=None, peer=None, device=None, progress=True,
     cfg = check_config(apply_overrides(DEFAULTS, overrides))
     device = torch.device(device) if device is not None else default_device()
     torch.set_num_threads(cfg["threads"])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # initial weights
-        model = make_model(cfg).to(device)
+    model = initial_model(make_model, cfg, seed, device)
     toy = EightGaussians()
     data_generator, noise_generator = make_generator(seed), make_generator(seed + 1, device=device)
     steps, elapsed, cpu_seconds = train(
@@ -126,11 +119,7 @@ def run(seconds, seed, save=None, peer=None, device=None, progress=True,
     else:
         iwae = iwae_gap(model, seed, cfg["n_elbo"], cfg["iwae_k"], cfg["n_eval"])
     result = {**scores, **iwae, "likelihood_kind": LIKELIHOOD_KIND,  # scores hold nll_minus_entropy and n_modes
-              "seconds": elapsed, "steps": steps, "steps_per_second": steps / elapsed,
-              "steps_per_cpu_second": steps / max(cpu_seconds, 1e-9),
-              "n_params": sum(p.numel() for p in model.parameters()), "seconds_budget": seconds,
-              "device": str(device), "threads": cfg["threads"],
-              "config": {name: list(value) if isinstance(value, tuple) else value for name, value in cfg.items()}}
+              **pace(steps, elapsed, cpu_seconds), **run_facts(model, cfg, device, seconds)}
     if save is not None:
         torch.save(model.cpu(), save)
     return result

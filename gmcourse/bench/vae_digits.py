@@ -49,9 +49,10 @@ import time
 
 import torch
 
-from gmcourse.bench import apply_overrides
+from gmcourse.bench import apply_overrides, check_at_least, initial_model, run_facts
 from gmcourse.bench.ar_digits import (D, N_FLOOR, N_SAMPLES, SAMPLE_SEED_OFFSET, bits_per_pixel, check_common,
-                                      digit_data, digit_sample_scores, digits_table, train_with_validation)
+                                      digit_data, digit_sample_scores, digits_table, fit_facts,
+                                      train_with_validation)
 from gmcourse.digits import N_LEVELS
 from gmcourse.utils import default_device, make_generator
 from gmcourse.vae import ACTIVATIONS, VAE
@@ -67,15 +68,11 @@ DEFAULTS = dict(latent_dim=16, hidden=(256,), activation="tanh", batch_size=100,
 
 
 def check_config(cfg: dict) -> dict:
-    for name in ("latent_dim", "validation_samples", "elbo_samples", "iwae_k"):
-        if cfg[name] < 1:
-            raise ValueError(f"{name} must be >= 1, got {cfg[name]}")
+    check_at_least(cfg, ("latent_dim", "validation_samples", "elbo_samples", "iwae_k"))
     if any(width < 1 for width in cfg["hidden"]):
         raise ValueError(f"every hidden width must be >= 1, got {cfg['hidden']}")
     if cfg["activation"] not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {cfg['activation']!r}")
-    if cfg["n_samples"] < N_FLOOR:
-        raise ValueError(f"n_samples must be >= {N_FLOOR} (the floor compares the first {N_FLOOR}), got {cfg['n_samples']}")
     return check_common(cfg)
 
 
@@ -97,9 +94,7 @@ def run(seconds, seed, save=None, peer=None, device=None, progress=True,
     device = torch.device(device) if device is not None else default_device()
     torch.set_num_threads(cfg["threads"])
     train, validation, test = digit_data(device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # initial weights
-        model = make_model(cfg).to(device)
+    model = initial_model(make_model, cfg, seed, device)
     noise = make_generator(seed + 1, device=device)
 
     def validation_nll():  # the same draws at every evaluation (common random numbers)
@@ -125,12 +120,8 @@ def run(seconds, seed, save=None, peer=None, device=None, progress=True,
               **digit_sample_scores(samples.cpu().double() / (N_LEVELS - 1)),
               "decoder_mean_frechet_distance_500": mean_scores["frechet_distance"],
               "decoder_mean_label_entropy_500": mean_scores["label_entropy"],
-              "seconds": fit["seconds"], "steps": fit["steps"], "steps_per_second": fit["steps"] / fit["seconds"],
-              "epochs": round(fit["steps"] * cfg["batch_size"] / len(train), 1), "best_seconds": fit["best_seconds"],
-              "validation_trace": fit["trace"], "sampling_seconds": sampling_seconds,
-              "n_params": sum(p.numel() for p in model.parameters()), "seconds_budget": seconds,
-              "device": str(device), "threads": cfg["threads"],
-              "config": {name: list(value) if isinstance(value, tuple) else value for name, value in cfg.items()}}
+              **fit_facts(fit, cfg, len(train)), "sampling_seconds": sampling_seconds,
+              **run_facts(model, cfg, device, seconds)}
     if save is not None:
         torch.save(model.cpu(), save)
     return result
