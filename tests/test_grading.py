@@ -64,6 +64,49 @@ def _answers(case) -> dict[str, str]:
             for c in _read(case, "solutions").cells if _nbgrader(c).get("solution")}
 
 
+def hidden_test_lines(case) -> tuple[list[str], list[str]]:
+    """The lines of the solution's hidden tests, and the feedback message of each hidden region.
+
+    Left out: lines that also occur outside the hidden regions (in the released student version or
+    the instructor's answers, which the feedback shows legitimately, e.g. ``import torch``) and lines
+    under 8 characters (``)``, ``else:``), which say nothing about a test."""
+    from gmcourse.grading.feedback import FEEDBACK_PREFIX, hidden_regions
+
+    solution = _read(case, "solutions")
+    outside = [c.source for c in _read(case, "exercises").cells]
+    lines, messages = [], []
+    for cell in solution.cells:
+        source = cell.source.splitlines()
+        regions = hidden_regions(cell.source)
+        hidden_rows = {i for begin, end in regions for i in range(begin, end + 1)}
+        outside.append("\n".join(line for i, line in enumerate(source) if i not in hidden_rows))
+        for begin, end in regions:
+            for line in (line.strip() for line in source[begin + 1:end]):
+                if line.startswith(FEEDBACK_PREFIX):
+                    messages.append(line[len(FEEDBACK_PREFIX):].strip())
+                else:
+                    lines.append(line)
+    outside_text = "\n".join(outside)
+    return sorted({line for line in lines if len(line) >= 8 and line not in outside_text}), messages
+
+
+def html_text(path: Path) -> str:
+    """The text a reader of an HTML file sees (tags dropped, entities decoded), lines stripped."""
+    from html.parser import HTMLParser
+
+    class Text(HTMLParser):
+        def __init__(self):
+            super().__init__(convert_charrefs=True)
+            self.parts = []
+
+        def handle_data(self, data):
+            self.parts.append(data)
+
+    parser = Text()
+    parser.feed(path.read_text())
+    return "\n".join(line.strip() for line in "".join(parser.parts).splitlines())
+
+
 def filled_notebook(case, edits: dict[str, str] | None = None):
     """The released student version with every solution cell answered (edits override)."""
     answers = _answers(case)
@@ -243,6 +286,20 @@ class _GradingRun:
         assert not (feedback / "broken").exists() and not (feedback / "corrupt").exists()
 
 
+    def test_feedback_shows_no_line_of_any_hidden_test_only_its_message(self, graded):
+        case = graded["case"]
+        hidden, messages = hidden_test_lines(case)
+        assert hidden and messages, f"{case.ASSIGNMENT} has no hidden tests with a feedback message"
+        files = sorted((graded["workdir"] / "feedback").rglob("*.html"))
+        assert files
+        for path in files:
+            text = html_text(path)
+            leaked = [line for line in hidden if line in text]
+            assert not leaked, f"{path} shows hidden test code: {leaked[:3]}"
+            shown = [m for m in messages if m in text]
+            assert shown == messages, f"{path} lacks the hidden tests' messages {set(messages) - set(shown)}"
+
+
     def test_instructor_submissions_folder_is_left_untouched(self, graded):
         assert graded["unchanged"], "grading modified the submissions folder it was given"
 
@@ -357,3 +414,76 @@ def test_gaming_flags_leave_ordinary_answers_alone():
                 assert grading.gaming_flags(source) == [], (case.ASSIGNMENT, name, grading.gaming_flags(source))
     ordinary = "import math\nimport numpy as np\nimport torch.nn.functional as F\n\ndef f(x, type=None):\n    for i in range(3):\n        x = x + i\n    return x\n"
     assert grading.gaming_flags(ordinary) == []
+
+
+# ------------------------------------------------------------------------------ what feedback may show
+def _test_cell(source: str, outputs: list) -> nbformat.NotebookNode:
+    cell = nbformat.v4.new_code_cell(source)
+    cell.outputs = [nbformat.v4.new_output(**o) for o in outputs]
+    return cell
+
+
+def test_redaction_keeps_visible_lines_and_shows_only_the_message_of_a_hidden_region():
+    from gmcourse.grading.feedback import redact_cell
+
+    source = ("# Hidden tests for f (2 points).\nassert f(0) == 0\n### BEGIN HIDDEN TESTS\n"
+              "# FEEDBACK: checks f on negative inputs\nassert f(-3) == 9, 'f(-3) must be 9'\n"
+              "### END HIDDEN TESTS\nprint('visible tail')")
+    cell = _test_cell(source, [dict(output_type="error", ename="AssertionError", evalue="f(-3) must be 9",
+                                    traceback=["assert f(-3) == 9"])])
+    assert redact_cell(cell)
+    assert cell.source.splitlines() == ["# Hidden tests for f (2 points).", "assert f(0) == 0",
+                                        "# Hidden test: checks f on negative inputs", "print('visible tail')"]
+    assert [o.output_type for o in cell.outputs] == ["stream"]
+    assert cell.outputs[0].text == "This cell failed. What it checks: checks f on negative inputs\n"
+    passed = _test_cell("### BEGIN HIDDEN TESTS\nassert True\n### END HIDDEN TESTS",
+                        [dict(output_type="stream", name="stdout", text="secret value 42\n")])
+    assert redact_cell(passed) and passed.outputs[0].text == "This cell passed.\n"
+    assert passed.source == "# Hidden test: a hidden test of this part of the assignment"  # no message written
+
+
+def test_redaction_hides_an_unclosed_region_to_the_end_and_leaves_other_cells_alone():
+    from gmcourse.grading.feedback import redact_cell
+
+    cell = _test_cell("x = 1\n### BEGIN HIDDEN TESTS\n# FEEDBACK: m\nassert x == 1\nassert secret()", [])
+    assert redact_cell(cell) and cell.source == "x = 1\n# Hidden test: m"
+    plain = _test_cell("assert x == 1", [dict(output_type="stream", name="stdout", text="kept\n")])
+    assert not redact_cell(plain) and plain.source == "assert x == 1" and plain.outputs[0].text == "kept\n"
+    markdown = nbformat.v4.new_markdown_cell("### BEGIN HIDDEN TESTS")
+    assert not redact_cell(markdown)
+
+
+def test_every_hidden_test_in_the_solutions_has_a_feedback_message():
+    from gmcourse.grading.feedback import FEEDBACK_PREFIX, hidden_regions
+
+    missing = []
+    for path in sorted((ROOT / "solutions").glob("A*/*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            lines = cell.source.splitlines()
+            for begin, end in hidden_regions(cell.source):
+                found = [line for line in lines[begin + 1:end] if line.strip().startswith(FEEDBACK_PREFIX)]
+                if len(found) != 1 or not found[0].strip()[len(FEEDBACK_PREFIX):].strip():
+                    missing.append(f"{path.name}: {cell.metadata.get('nbgrader', {}).get('grade_id')}")
+    assert not missing, f"hidden tests without exactly one '{FEEDBACK_PREFIX} <message>' line: {missing}"
+
+
+def test_the_csv_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    from gmcourse.grading.report import write_csv
+    from gmcourse.grading.results import GradingReport, StudentResult
+
+    path = tmp_path / "grades.csv"
+    path.write_text("student,score\nold,1\n")
+    report = GradingReport("A1", 2.0, ["part"], [StudentResult("ann", score=2.0, max_score=2.0, parts={"part": 2.0})],
+                           tmp_path, path)
+
+    def crash(*args, **kwargs):  # the rename fails: as if the grader were killed before it
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("os.replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        write_csv(report)
+    assert path.read_text() == "student,score\nold,1\n" and list(tmp_path.iterdir()) == [path]
+    monkeypatch.undo()
+    write_csv(report)
+    assert path.read_text().splitlines() == ["student,score,max_score,status,part,notes", "ann,2,2,graded,2,"]
+    assert list(tmp_path.iterdir()) == [path]

@@ -20,7 +20,6 @@ import math
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 
 from gmcourse.bench import TASKS
 from gmcourse.results import run_context
+from gmcourse.utils import write_text_atomic
 
 __all__ = ["BASELINE_TASK", "SMOOTHING", "empirical_baseline", "run_task", "write_atomic", "main"]
 
@@ -93,17 +93,7 @@ def run_task(task: str, seconds: float, seed: int, timeout: float | None = None)
 
 def write_atomic(path: str | os.PathLike, data: dict) -> None:
     """Write ``data`` as JSON to ``path`` through a temporary file in the same folder + rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, allow_nan=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(data, indent=1, allow_nan=True) + "\n")
 
 
 def _positive_float(text: str) -> float:
