@@ -317,18 +317,22 @@ def test_plain_folder_of_student_notebooks_end_to_end(tmp_path):
     plain = tmp_path / "inbox"
     write_submission(plain / "alice.ipynb", filled_notebook(case))
     write_submission(plain / "bob.ipynb", BROKEN_NOTEBOOK)
+    deleter = filled_notebook(case)  # every test cell deleted: restored and graded, not "not graded"
+    deleter.cells = [c for c in deleter.cells if not _nbgrader(c).get("grade") or _nbgrader(c).get("solution")]
+    write_submission(plain / "carol.ipynb", deleter)
     code, out, err = run_main([case.ASSIGNMENT, str(plain), "--workdir", str(tmp_path / "work"), "--no-feedback"])
     assert code == 1 and "bob" in err and "not valid JSON" in err, err
     assert "warning" not in err, err  # exercises/ is in sync with solutions/
     header, rows = read_csv(tmp_path / "work" / "grades.csv")
     assert float(rows["alice"]["score"]) == case.MAX_SCORE, rows["alice"]
+    assert float(rows["carol"]["score"]) == case.MAX_SCORE and "deleted locked cell(s)" in rows["carol"]["notes"]
     assert rows["bob"]["status"] == "not graded"
     assert not (tmp_path / "work" / "feedback").exists()
     # a second run into the same work dir starts from scratch: alice's results are gone
     (plain / "alice.ipynb").unlink()
     code, out, err = run_main([case.ASSIGNMENT, str(plain), "--workdir", str(tmp_path / "work")])
-    assert code == 1 and "graded 0 of 1 submissions" in out, out
-    assert set(read_csv(tmp_path / "work" / "grades.csv")[1]) == {"bob"}
+    assert code == 1 and "graded 1 of 2 submissions" in out, out
+    assert set(read_csv(tmp_path / "work" / "grades.csv")[1]) == {"bob", "carol"}
     assert not (tmp_path / "work" / "submitted" / "alice").exists()
 
 
@@ -487,3 +491,24 @@ def test_the_csv_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
     write_csv(report)
     assert path.read_text().splitlines() == ["student,score,max_score,status,part,notes", "ann,2,2,graded,2,"]
     assert list(tmp_path.iterdir()) == [path]
+
+
+def test_deleted_tracked_cells_are_put_back_in_their_place():
+    from gmcourse.grading.run import restore_deleted_cells
+
+    def cell(gid, source=""):
+        c = nbformat.v4.new_code_cell(source)
+        if gid:
+            c.metadata["nbgrader"] = {"grade_id": gid, "grade": gid.startswith("test"), "locked": True}
+        return c
+
+    released = nbformat.v4.new_notebook(cells=[cell("intro"), cell("answer_a"), cell("test_a"), cell(None, "x = 1"),
+                                               cell("answer_b"), cell("test_b")])
+    submitted = nbformat.v4.new_notebook(cells=[cell(None, "print('mine')"), cell("answer_b", "b = 2"),
+                                                cell("answer_a", "a = 1")])
+    assert restore_deleted_cells(submitted, released) == ["intro", "test_a", "test_b"]
+    ids = [c.metadata.get("nbgrader", {}).get("grade_id") for c in submitted.cells]
+    # intro first (nothing tracked precedes it in the release), each test right after the answer that
+    # precedes it in the release, wherever the student moved that answer; the student's own cells stay
+    assert ids == ["intro", None, "answer_b", "test_b", "answer_a", "test_a"], ids
+    assert submitted.cells[1].source == "print('mine')" and restore_deleted_cells(submitted, released) == []

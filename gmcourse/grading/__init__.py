@@ -9,10 +9,12 @@ The command
 1. generates the student version from ``solutions/ASSIGNMENT`` (``nbgrader generate_assignment``),
    which registers the assignment, its test cells and their points in a fresh gradebook
    (and warns if the committed ``exercises/ASSIGNMENT`` differs from it);
-2. copies the submissions into the work dir (the instructor's folder is only read);
+2. copies the submissions into the work dir (the instructor's folder is only read) and puts back
+   any tracked cell a student deleted (a deleted test is graded like an untouched one);
 3. autogrades each student separately, so one broken notebook cannot stop the others;
    nbgrader restores every locked cell (test code, hidden tests, points) from the gradebook first;
-4. writes one HTML feedback file per student;
+4. writes one HTML feedback file per student, in which a hidden test shows only its one-sentence
+   message (:mod:`gmcourse.grading.feedback`);
 5. exports the scores (total and per test cell) from the gradebook to a CSV file;
 6. prints a summary, flags submissions that look like they game the grader, and
 7. exits with status 1 after naming each submission it could not grade and why (invalid JSON,

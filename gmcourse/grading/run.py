@@ -4,6 +4,7 @@ and the scores read back from the gradebook."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import re
@@ -95,6 +96,30 @@ def generate_student_version(assignment: str, workdir: Path, course_root: Path =
     return workdir / "release" / assignment
 
 
+def restore_deleted_cells(submitted, released) -> list[str]:
+    """Put back every cell of the released notebook that nbgrader tracks (a ``grade_id``: tests,
+    answers, locked text) and that the submission deleted, after the nearest tracked cell that
+    precedes it in the release; nbgrader then restores its locked contents from the gradebook, so a
+    deleted test is graded like an untouched one. Returns the grade_ids put back."""
+    def grade_id(cell):
+        return cell.metadata.get("nbgrader", {}).get("grade_id")
+
+    present = {grade_id(c) for c in submitted.cells} - {None}
+    restored, anchor = [], None  # anchor: the grade_id of the last tracked release cell seen
+    for cell in released.cells:
+        gid = grade_id(cell)
+        if gid is None:
+            continue
+        if gid not in present:
+            ids = [grade_id(c) for c in submitted.cells]
+            position = ids.index(anchor) + 1 if anchor is not None and anchor in ids else 0
+            submitted.cells.insert(position, copy.deepcopy(cell))
+            present.add(gid)
+            restored.append(gid)
+        anchor = gid
+    return restored
+
+
 def _prepare_workdir(workdir: Path, submissions: Path) -> None:
     for inner, outer in ((workdir, submissions), (submissions, workdir)):
         if inner == outer or outer in inner.parents:
@@ -145,6 +170,8 @@ def grade(assignment: str, submissions: Path, workdir: Path | None = None, csv_p
             for name in notebooks:
                 submitted = nbformat.read(target / f"{name}.ipynb", as_version=4)
                 results[submission.student].flags += submission_flags(submitted, released[name])
+                if restore_deleted_cells(submitted, released[name]):  # nbgrader grades only cells it finds
+                    nbformat.write(submitted, target / f"{name}.ipynb")
 
     api = _nbgrader_api(course_root, workdir)
     gradable = [s.student for s in found if s.problem is None]
