@@ -1,5 +1,6 @@
-"""Steps 2-5: the student version, the copies of the submissions, nbgrader's autograde and feedback,
-and the scores read back from the gradebook."""
+"""The command's steps in order: the student version, each submission copied, checked and turned into
+a job, the jobs sent to the scheduler (each runs in its sandbox), and each result recorded as it
+arrives (gradebook, feedback, record, CSV)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from gmcourse.grading.flags import notebook_signature, submission_flags
 from gmcourse.grading.report import write_csv
 from gmcourse.grading.results import (CONFIG_FILE, COURSE_ROOT, LOG_TAIL_LINES, WORKDIR_MARKER, GradingError,
                                       GradingReport, StudentResult)
+from gmcourse.grading.sandbox import SANDBOXES, Limits, SandboxUnavailable
+from gmcourse.grading.schedule import DaskCluster, LocalPool
 
 
 @contextlib.contextmanager
@@ -41,9 +44,12 @@ def _venv_on_path():
 
 def _nbgrader_api(course_root: Path, workdir: Path, no_database: bool = False):
     """An in-process nbgrader API whose course directory is ``workdir`` (one import, many runs)."""
-    from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
+    from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
     from nbgrader.apps import NbGraderAPI
-    from nbgrader.preprocessors import GetGrades
+    from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, GetGrades, IgnorePattern, LimitOutput,
+                                        SaveAutoGrades)
+
+    from gmcourse.grading.record import InjectExecuted
 
     from gmcourse.grading.feedback import RedactHiddenTests
     from traitlets.config.loader import PyFileConfigLoader
@@ -58,6 +64,10 @@ def _nbgrader_api(course_root: Path, workdir: Path, no_database: bool = False):
     directories.db_url = f"sqlite:///{workdir / 'gradebook.db'}"
     # feedback for students: hidden tests shown as their one-sentence message, never as code
     config.GenerateFeedback.preprocessors = [GetGrades, CSSHTMLHeaderPreprocessor, RedactHiddenTests]
+    # autograde: the outputs come from the sandboxed run of the same cells, never from a kernel of nbgrader's
+    config.Autograde.autograde_preprocessors = [InjectExecuted, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
+                                                SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+    config.InjectExecuted.executed_directory = str(workdir / "executed")
     if no_database:
         config.GenerateAssignment.no_database = True
         config.SaveCells.enabled = False
@@ -120,35 +130,81 @@ def restore_deleted_cells(submitted, released) -> list[str]:
     return restored
 
 
-def _prepare_workdir(workdir: Path, submissions: Path) -> None:
+def allowed_modules(assignment: str, course_root: Path = COURSE_ROOT) -> list[str]:
+    """The gmcourse modules an assignment's kernels may import (its data sets and what its tests use),
+    declared in the instructor notebook's metadata ``gmcourse.allowed_modules``; the sandbox holds
+    only these (and what they import)."""
+    import nbformat
+
+    declared = None
+    for path in sorted((Path(course_root) / "solutions" / assignment).glob("*.ipynb")):
+        modules = nbformat.read(path, as_version=4).metadata.get("gmcourse", {}).get("allowed_modules")
+        if modules is None:
+            raise GradingError(f"{path} does not declare metadata gmcourse.allowed_modules (the gmcourse modules its "
+                               "students and tests may import; [] for none)")
+        declared = sorted(set(declared or []) | set(modules))
+    return declared or []
+
+
+def _prepare_workdir(workdir: Path, submissions: Path, course_hash: str) -> bool:
+    """Make ``workdir`` ready; True if it holds an earlier run for the same course files (resume)."""
     for inner, outer in ((workdir, submissions), (submissions, workdir)):
         if inner == outer or outer in inner.parents:
             raise GradingError(f"the work dir {workdir} and the submissions {submissions} must not overlap")
-    if workdir.exists() and any(workdir.iterdir()) and not (workdir / WORKDIR_MARKER).exists():
+    marker = workdir / WORKDIR_MARKER
+    if workdir.exists() and any(workdir.iterdir()) and not marker.exists():
         raise GradingError(f"refusing to use --workdir {workdir}: it is not empty and was not made by gmcourse.grading")
+    if marker.exists() and marker.read_text().splitlines()[-1:] == [course_hash] and (workdir / "gradebook.db").exists():
+        return True
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
-    (workdir / WORKDIR_MARKER).write_text("made by python -m gmcourse.grading; deleted on every run\n")
+    return False
+
+
+def _sanitize(nb, config, assignment: str, student: str, notebook: str, db_url: str):
+    """What nbgrader's autograde does before executing: clear outputs, restore every locked cell (test
+    code, hidden tests, points) and the kernel spec from the gradebook. Done here so that the job sent
+    to a worker is exactly what gets graded (:class:`~gmcourse.grading.record.InjectExecuted` checks)."""
+    from nbgrader.preprocessors import CheckCellMetadata, ClearOutput, DeduplicateIds, OverwriteCells, OverwriteKernelspec
+
+    resources = {"nbgrader": {"student": student, "assignment": assignment, "notebook": notebook, "db_url": db_url}}
+    for step in (ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata):
+        nb, resources = step(config=config).preprocess(nb, resources)
+    return nb
 
 
 def grade(assignment: str, submissions: Path, workdir: Path | None = None, csv_path: Path | None = None,
-          feedback: bool = True, course_root: Path = COURSE_ROOT, show_progress: bool | None = None) -> GradingReport:
-    """Grade every submission of ``assignment`` in ``submissions``; see the module docstring."""
+          feedback: bool = True, course_root: Path = COURSE_ROOT, show_progress: bool | None = None,
+          workers: int | None = None, scheduler: str | None = None, sandbox: str = "bubblewrap",
+          limits: Limits | None = None, regrade: bool = False) -> GradingReport:
+    """Grade every submission of ``assignment`` in ``submissions``; see the package docstring."""
+    import nbformat
+
+    from gmcourse.grading.record import load_record, record_result, save_record, source_hash, submission_key
+    from gmcourse.utils import progress
+
     course_root = Path(course_root).resolve()
     notebooks = assignment_notebooks(assignment, course_root)
     submissions = Path(submissions).resolve()
     found = collect_submissions(submissions, assignment, notebooks)
     workdir = Path(workdir if workdir is not None else course_root / "_grading" / assignment).resolve()
     csv_path = Path(csv_path).resolve() if csv_path is not None else workdir / "grades.csv"
-    _prepare_workdir(workdir, submissions)
-
-    import nbformat
-    from nbgrader.api import Gradebook, MissingEntry
-
-    from gmcourse.utils import progress
-
-    release = generate_student_version(assignment, workdir, course_root)                      # 1.
+    limits = limits or Limits()
+    modules = allowed_modules(assignment, course_root)
+    try:
+        SANDBOXES[sandbox](assignment, modules, limits).probe(course_root)
+    except SandboxUnavailable as error:
+        raise GradingError(f"cannot isolate the students' kernels: {error}. To grade trusted notebooks without "
+                           "isolation, pass --no-sandbox.") from None
+    pool = DaskCluster(scheduler) if scheduler else LocalPool(workers)
+    course_hash = source_hash(course_root, assignment, CONFIG_FILE)
+    resuming = _prepare_workdir(workdir, submissions, course_hash)
+    release = workdir / "release" / assignment
+    if not resuming:
+        generate_student_version(assignment, workdir, course_root)                            # 1.
+        (workdir / WORKDIR_MARKER).write_text("made by python -m gmcourse.grading; results of the course files\n"
+                                              f"{course_hash}\n")
     released = {n: nbformat.read(release / f"{n}.ipynb", as_version=4) for n in notebooks}
     parts = [c.metadata["nbgrader"]["grade_id"] for n in notebooks for c in released[n].cells
              if c.metadata.get("nbgrader", {}).get("grade")]
@@ -158,57 +214,63 @@ def grade(assignment: str, submissions: Path, workdir: Path | None = None, csv_p
         if not committed.is_file() or notebook_signature(nbformat.read(committed, as_version=4)) != notebook_signature(nb):
             warnings_.append(f"{committed} is not the student version of solutions/{assignment}: "
                              "students may have worked on another version (run `make exercises`)")
-    results = {s.student: StudentResult(s.student, s.origin, problem=s.problem) for s in found}
-    for submission in found:                                                                  # 2.
-        if submission.problem is None:
-            target = workdir / "submitted" / submission.student / assignment
-            if submission.origin.is_dir():
-                shutil.copytree(submission.origin, target, ignore=shutil.ignore_patterns(".*", "__pycache__"))
-            else:
-                target.mkdir(parents=True)
-                shutil.copyfile(submission.origin, target / f"{notebooks[0]}.ipynb")
-            for name in notebooks:
-                submitted = nbformat.read(target / f"{name}.ipynb", as_version=4)
-                results[submission.student].flags += submission_flags(submitted, released[name])
-                if restore_deleted_cells(submitted, released[name]):  # nbgrader grades only cells it finds
-                    nbformat.write(submitted, target / f"{name}.ipynb")
 
     api = _nbgrader_api(course_root, workdir)
-    gradable = [s.student for s in found if s.problem is None]
-    bar = progress(gradable, desc=f"autograde {assignment}", unit="student",
-                   disable=None if show_progress is None else not show_progress)
-    with _venv_on_path():
-        for student in bar:                                                                   # 3.
-            bar.set_postfix_str(student)
-            outcome = api.autograde(assignment, student, force=True, create=True)
-            if not outcome["success"]:
-                results[student].problem = f"autograde failed; last lines of nbgrader's log:\n{_tail(outcome)}"
-        autograded = [s for s in gradable if results[s].problem is None]
-        if feedback and autograded:                                                           # 4.
-            api.generate_feedback(assignment, force=True)  # all at once; a failure is retried alone below
-            for student in autograded:
-                files = [workdir / "feedback" / student / assignment / f"{n}.html" for n in notebooks]
-                if not all(f.is_file() for f in files):
-                    outcome = api.generate_feedback(assignment, student, force=True)
-                    if not all(f.is_file() for f in files):
-                        results[student].problem = f"feedback failed; last lines of nbgrader's log:\n{_tail(outcome)}"
-                results[student].feedback = [f for f in files if f.is_file()]
+    threads = max(1, (os.cpu_count() or 1) // getattr(pool, "workers", 1))
+    settings = {"sandbox": sandbox, "limits": limits.as_dict(), "modules": modules}
+    results, keys, jobs = {}, {}, []
+    for submission in found:                                                                  # 2.
+        result = StudentResult(submission.student, submission.origin, problem=submission.problem)
+        results[submission.student] = result
+        if submission.problem is not None:
+            continue
+        keys[submission.student] = submission_key(submission.notebooks, course_hash, settings)
+        earlier = None if regrade else load_record(workdir / "records", submission.student, keys[submission.student])
+        if earlier is not None:
+            results[submission.student] = earlier
+            continue
+        target = workdir / "submitted" / submission.student / assignment
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.rmtree(workdir / "executed" / submission.student, ignore_errors=True)
+        target.mkdir(parents=True)
+        if submission.origin.is_dir() and (submission.origin / "timestamp.txt").is_file():  # for late penalties
+            shutil.copyfile(submission.origin / "timestamp.txt", target / "timestamp.txt")
+        job = {"student": submission.student, "assignment": assignment, "notebooks": {}, "sandbox": sandbox,
+               "allowed_modules": modules, "limits": limits.as_dict(), "threads": threads,
+               "timeout": int(api.config.Execute.get("timeout", 30)),
+               "extra_arguments": list(api.config.Execute.get("extra_arguments", []))}
+        for name in notebooks:
+            submitted = nbformat.read(submission.notebooks[name], as_version=4)
+            result.flags += submission_flags(submitted, released[name])
+            restore_deleted_cells(submitted, released[name])  # nbgrader grades only cells it finds
+            nbformat.write(submitted, target / f"{name}.ipynb")
+            sanitized = _sanitize(copy.deepcopy(submitted), api.config, assignment, submission.student, name,
+                                  f"sqlite:///{workdir / 'gradebook.db'}")
+            job["notebooks"][name] = nbformat.writes(sanitized)
+        jobs.append(job)
 
-        with Gradebook(f"sqlite:///{workdir / 'gradebook.db'}") as gradebook:                  # 5.
-            max_score = float(gradebook.find_assignment(assignment).max_score)
-            for student in autograded:
-                result = results[student]
-                try:
-                    submitted = gradebook.find_submission(assignment, student)
-                except MissingEntry:
-                    result.problem = "autograde left no record in the gradebook"
-                    continue
-                result.score = float(submitted.score)
-                result.parts = {g.name: float(g.score) for nb in submitted.notebooks for g in nb.grades}
-                if any(g.needs_manual_grade for nb in submitted.notebooks for g in nb.grades):
-                    result.flags.append("some cells need manual grading")
+    max_score = _max_score(workdir, assignment)
+    report = GradingReport(assignment, max_score, parts, list(results.values()), workdir, csv_path, warnings_,
+                           sandbox=sandbox, scheduler=pool.describe())
     for result in results.values():
         result.max_score = max_score
-    report = GradingReport(assignment, max_score, parts, list(results.values()), workdir, csv_path, warnings_)
+    bar = progress(total=len(jobs), desc=f"grade {assignment}", unit="student",
+                   disable=None if show_progress is None else not show_progress)
+    with _venv_on_path(), bar:
+        for executed in pool.results(jobs):                                                   # 3.-4.
+            result = results[executed["student"]]
+            record_result(api, assignment, notebooks, workdir, result, executed, feedback, _tail)
+            if result.score is not None:
+                save_record(workdir / "records", result, keys[result.student])
+            write_csv(report)                                                                 # 5.
+            bar.set_postfix_str(result.student)
+            bar.update()
     write_csv(report)
     return report
+
+
+def _max_score(workdir: Path, assignment: str) -> float:
+    from nbgrader.api import Gradebook
+
+    with _venv_on_path(), Gradebook(f"sqlite:///{workdir / 'gradebook.db'}") as gradebook:
+        return float(gradebook.find_assignment(assignment).max_score)

@@ -1,0 +1,79 @@
+"""Who runs the jobs: a local pool of worker processes, or a Dask cluster. One narrow interface:
+``scheduler.results(jobs)`` yields one result per job (:mod:`gmcourse.grading.execute`) as soon as
+it is done, in any order. Workers only execute; the gradebook and the CSV are written by the
+command that iterates over the results.
+
+A Dask cluster for a class that outgrows one machine: on the scheduler host run
+``dask scheduler`` (it prints ``tcp://HOST:8786``); on every grading machine, with this repository's
+environment installed (``make venv``) and bubblewrap able to start, run
+``dask worker tcp://HOST:8786 --nthreads 1 --nworkers N``; then grade with
+``python -m gmcourse.grading A2_ising_mcmc submitted/ --scheduler tcp://HOST:8786``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+from typing import Iterable, Iterator
+
+from gmcourse.grading.execute import execute_job
+
+
+def _failed(job: dict, why: str) -> dict:
+    return {"student": job["student"], "notebooks": {}, "error": why}
+
+
+class LocalPool:
+    """``workers`` processes on this machine, each running one job at a time (each job's kernel in its
+    own sandbox). A worker that dies costs only the job it was running: the pool is rebuilt."""
+
+    def __init__(self, workers: int | None = None):
+        self.workers = max(1, workers or os.cpu_count() or 1)
+
+    def describe(self) -> str:
+        return f"{self.workers} local worker process{'es' if self.workers > 1 else ''}"
+
+    def results(self, jobs: Iterable[dict]) -> Iterator[dict]:
+        pending = list(jobs)
+        context = multiprocessing.get_context("spawn")  # no copy of the grader's state, threads or locks
+        while pending:
+            with concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=context) as pool:
+                futures = {pool.submit(execute_job, job): job for job in pending}
+                pending, broken = [], False
+                for future in concurrent.futures.as_completed(futures):
+                    job = futures[future]
+                    try:
+                        yield future.result()
+                    except concurrent.futures.process.BrokenProcessPool:
+                        if not broken:  # the first casualty is the job that broke the pool
+                            broken = True
+                            yield _failed(job, "the grading worker process died while running this submission")
+                        else:
+                            pending.append(job)  # innocent bystanders: run again in a new pool
+                    except Exception as error:  # noqa: BLE001 (a bug in the executor: report it per student)
+                        yield _failed(job, f"the grading worker failed: {type(error).__name__}: {error}")
+
+
+class DaskCluster:
+    """The jobs on a Dask distributed cluster (``address`` like ``tcp://HOST:8786``)."""
+
+    def __init__(self, address: str):
+        self.address = address
+
+    def describe(self) -> str:
+        return f"the Dask scheduler at {self.address}"
+
+    def results(self, jobs: Iterable[dict]) -> Iterator[dict]:
+        from distributed import Client, as_completed
+
+        jobs = list(jobs)
+        with Client(self.address, timeout="30s") as client:
+            futures = {client.submit(execute_job, job, pure=False, key=f"grade-{job['student']}-{i}"): job
+                       for i, job in enumerate(jobs)}
+            for future in as_completed(futures):
+                job = futures[future]
+                try:
+                    yield future.result()
+                except Exception as error:  # noqa: BLE001 (a worker lost or failing: report it per student)
+                    yield _failed(job, f"the Dask worker failed: {type(error).__name__}: {error}")
