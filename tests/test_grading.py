@@ -269,7 +269,8 @@ class _GradingRun:
         test_cells = [_nbgrader(c)["grade_id"] for c in source.cells if _nbgrader(c).get("grade")]
         points = sum(float(_nbgrader(c)["points"]) for c in source.cells if _nbgrader(c).get("grade"))
         assert points == case.MAX_SCORE, f"the notebook's points add up to {points}, MAX_SCORE says {case.MAX_SCORE}"
-        assert graded["header"] == ["student", "score", "max_score", "status", *test_cells, "notes"]
+        assert graded["header"] == ["student", "score", "max_score", "status", *test_cells, "seconds", "peak_mb",
+                                    "reason", "notes"]
         assert set(graded["rows"]) == set(graded["expected"]) | {"broken", "corrupt"}
         for student in graded["expected"]:
             row = graded["rows"][student]
@@ -328,12 +329,17 @@ def test_plain_folder_of_student_notebooks_end_to_end(tmp_path):
     assert float(rows["carol"]["score"]) == case.MAX_SCORE and "deleted locked cell(s)" in rows["carol"]["notes"]
     assert rows["bob"]["status"] == "not graded"
     assert not (tmp_path / "work" / "feedback").exists()
-    # a second run into the same work dir starts from scratch: alice's results are gone
+    # a second run into the same work dir resumes: carol is unchanged (her record is reused, not rerun),
+    # alice left the folder (no row), dave is new (graded now)
     (plain / "alice.ipynb").unlink()
+    write_submission(plain / "dave.ipynb", _read(case, "exercises"))
     code, out, err = run_main([case.ASSIGNMENT, str(plain), "--workdir", str(tmp_path / "work")])
-    assert code == 1 and "graded 1 of 2 submissions" in out, out
-    assert set(read_csv(tmp_path / "work" / "grades.csv")[1]) == {"bob", "carol"}
-    assert not (tmp_path / "work" / "submitted" / "alice").exists()
+    assert code == 1 and "graded 2 of 3 submissions (1 from an earlier run, unchanged)" in out, out
+    header, rows = read_csv(tmp_path / "work" / "grades.csv")
+    assert set(rows) == {"bob", "carol", "dave"} and float(rows["dave"]["score"]) == 0.0, rows
+    assert float(rows["carol"]["score"]) == case.MAX_SCORE, rows["carol"]
+    assert [line.split()[:4] for line in out.splitlines() if line.startswith("carol")] == \
+        [["carol", f"{case.MAX_SCORE:g}", "/", f"{case.MAX_SCORE:g}"]] and "earlier" in out, out
 
 
 def _layouts(tmp_path: Path, assignment: str, notebook: str) -> Path:
@@ -489,7 +495,8 @@ def test_the_csv_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
     assert path.read_text() == "student,score\nold,1\n" and list(tmp_path.iterdir()) == [path]
     monkeypatch.undo()
     write_csv(report)
-    assert path.read_text().splitlines() == ["student,score,max_score,status,part,notes", "ann,2,2,graded,2,"]
+    assert path.read_text().splitlines() == ["student,score,max_score,status,part,seconds,peak_mb,reason,notes",
+                                             "ann,2,2,graded,2,,,,"]
     assert list(tmp_path.iterdir()) == [path]
 
 

@@ -71,11 +71,15 @@ def _nbgrader_api(course_root: Path, workdir: Path, no_database: bool = False):
     if no_database:
         config.GenerateAssignment.no_database = True
         config.SaveCells.enabled = False
+    return NbGraderAPI(config=config, log=_quiet_logger())
+
+
+def _quiet_logger() -> logging.Logger:
     logger = logging.getLogger("gmcourse.grading.nbgrader")
     logger.propagate = False  # nbgrader's chatter goes to the captured log, not the terminal
     if not logger.handlers:
         logger.addHandler(logging.NullHandler())
-    return NbGraderAPI(config=config, log=logger)
+    return logger
 
 
 _LOG_ERROR = re.compile(r"\[(ERROR|CRITICAL)\]|[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)(:|$)")
@@ -170,7 +174,7 @@ def _sanitize(nb, config, assignment: str, student: str, notebook: str, db_url: 
 
     resources = {"nbgrader": {"student": student, "assignment": assignment, "notebook": notebook, "db_url": db_url}}
     for step in (ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata):
-        nb, resources = step(config=config).preprocess(nb, resources)
+        nb, resources = step(config=config, log=_quiet_logger()).preprocess(nb, resources)
     return nb
 
 
@@ -239,14 +243,18 @@ def grade(assignment: str, submissions: Path, workdir: Path | None = None, csv_p
                "allowed_modules": modules, "limits": limits.as_dict(), "threads": threads,
                "timeout": int(api.config.Execute.get("timeout", 30)),
                "extra_arguments": list(api.config.Execute.get("extra_arguments", []))}
-        for name in notebooks:
-            submitted = nbformat.read(submission.notebooks[name], as_version=4)
-            result.flags += submission_flags(submitted, released[name])
-            restore_deleted_cells(submitted, released[name])  # nbgrader grades only cells it finds
-            nbformat.write(submitted, target / f"{name}.ipynb")
-            sanitized = _sanitize(copy.deepcopy(submitted), api.config, assignment, submission.student, name,
-                                  f"sqlite:///{workdir / 'gradebook.db'}")
-            job["notebooks"][name] = nbformat.writes(sanitized)
+        try:
+            for name in notebooks:
+                submitted = nbformat.read(submission.notebooks[name], as_version=4)
+                result.flags += submission_flags(submitted, released[name])
+                restore_deleted_cells(submitted, released[name])  # nbgrader grades only cells it finds
+                nbformat.write(submitted, target / f"{name}.ipynb")
+                sanitized = _sanitize(copy.deepcopy(submitted), api.config, assignment, submission.student, name,
+                                      f"sqlite:///{workdir / 'gradebook.db'}")
+                job["notebooks"][name] = nbformat.writes(sanitized)
+        except Exception as error:  # noqa: BLE001 (whatever nbgrader rejects in this notebook: report it, go on)
+            result.problem = f"autograde failed: nbgrader rejects the notebook ({type(error).__name__}: {error})"
+            continue
         jobs.append(job)
 
     max_score = _max_score(workdir, assignment)
