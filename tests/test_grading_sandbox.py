@@ -1,0 +1,82 @@
+"""The sandbox's pieces and the two schedulers: allowed gmcourse modules, the refusal without a
+sandbox, ``--no-sandbox`` said out loud, and grading on a Dask cluster (a LocalCluster started here)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from gmcourse.grading.run import allowed_modules
+from gmcourse.grading.sandbox import STUB_MARKER, gmcourse_closure, stage_gmcourse
+from test_grading import CASES, filled_notebook, read_csv, run_main, write_submission
+
+ROOT = Path(__file__).resolve().parent.parent
+A1 = next(c for c in CASES if c.ASSIGNMENT == "A1_max_likelihood")
+
+# the library module that holds what each assignment asks students to write
+WRITTEN_BY_STUDENTS = {"A1_max_likelihood": "divergences", "A2_ising_mcmc": "ising", "A3_autoregressive": "autoregressive",
+                       "A4_realnvp": "flows", "A5_rbm": "rbm", "A6_vae": "vae", "A7_gan": "gan", "A8_ddpm": "diffusion",
+                       "A9_mini_transformer": "transformer"}
+
+
+def test_the_closure_follows_imports():
+    assert gmcourse_closure(["gmcourse.ising"]) == ["ising", "sampling", "utils"]
+    assert gmcourse_closure([]) == []
+    with pytest.raises(ValueError, match="not a module"):
+        gmcourse_closure(["gmcourse.no_such_module"])
+
+
+@pytest.mark.parametrize("assignment", sorted(WRITTEN_BY_STUDENTS))
+def test_each_assignment_declares_modules_that_exclude_what_its_students_write(assignment):
+    modules = allowed_modules(assignment, ROOT)
+    assert WRITTEN_BY_STUDENTS[assignment] not in gmcourse_closure(modules), (assignment, modules)
+
+
+def test_a_module_outside_the_allowed_ones_fails_to_import_with_a_message(tmp_path):
+    stage_gmcourse(tmp_path / "gmcourse", ["gmcourse.toys"], "A7_gan")
+    assert (tmp_path / "gmcourse" / "toys.py").read_text() == (ROOT / "gmcourse" / "toys.py").read_text()
+    done = subprocess.run([sys.executable, "-c", "import gmcourse.toys\nimport gmcourse.gan"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and STUB_MARKER in done.stderr and "A7_gan" in done.stderr, done.stderr
+    assert "gmcourse modules it provides: gmcourse.toys" in done.stderr
+
+
+def test_without_a_sandbox_the_grader_refuses_and_names_the_way_out(tmp_path, monkeypatch):
+    monkeypatch.setattr("gmcourse.grading.sandbox.bwrap_path", lambda: None)
+    write_submission(tmp_path / "inbox" / "ann.ipynb", filled_notebook(A1))
+    code, out, err = run_main([A1.ASSIGNMENT, str(tmp_path / "inbox"), "--workdir", str(tmp_path / "work")])
+    assert code == 2 and "no bwrap found" in err and "--no-sandbox" in err and not (tmp_path / "work").exists(), err
+
+
+def test_no_sandbox_grades_the_same_and_says_so(tmp_path):
+    write_submission(tmp_path / "inbox" / "ann.ipynb", filled_notebook(A1))
+    code, out, err = run_main([A1.ASSIGNMENT, str(tmp_path / "inbox"), "--workdir", str(tmp_path / "work"),
+                               "--no-sandbox", "--no-feedback"])
+    assert code == 0, err
+    assert "NO SANDBOX (--no-sandbox: kernels ran unisolated)" in out, out
+    assert float(read_csv(tmp_path / "work" / "grades.csv")[1]["ann"]["score"]) == A1.MAX_SCORE
+
+
+def test_a_dask_cluster_grades_like_the_local_pool(tmp_path):
+    """The same command on a Dask scheduler: workers execute in their sandboxes, the command records."""
+    from distributed import LocalCluster
+
+    wrong = "kl_swapped_arguments"
+    students = {"ann": (filled_notebook(A1), A1.MAX_SCORE),
+                "ben": (filled_notebook(A1, A1.WRONG_ANSWERS[wrong][0]), A1.WRONG_ANSWERS[wrong][1])}
+    for student, (nb, _) in students.items():
+        write_submission(tmp_path / "inbox" / f"{student}.ipynb", nb)
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp",
+                      dashboard_address=None) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://")
+        code, out, err = run_main([A1.ASSIGNMENT, str(tmp_path / "inbox"), "--workdir", str(tmp_path / "work"),
+                                   "--scheduler", cluster.scheduler_address, "--no-feedback"])
+    assert code == 0, err
+    assert f"Ran on the Dask scheduler at {cluster.scheduler_address}, each kernel in a bubblewrap sandbox" in out, out
+    rows = read_csv(tmp_path / "work" / "grades.csv")[1]
+    assert {s: float(rows[s]["score"]) for s in students} == {s: score for s, (_, score) in students.items()}
+    assert all(float(rows[s]["peak_mb"]) > 0 and float(rows[s]["seconds"]) > 0 for s in students), rows
