@@ -207,7 +207,7 @@ def _score(graded, student) -> float | None:
 
 def _failed_parts(graded, student) -> list[str]:
     row = graded["rows"][student]
-    parts = graded["header"][4:-1]
+    parts = graded["header"][4:-4]  # after student, score, max_score, status; before seconds, peak_mb, reason, notes
     solution = graded["rows"]["solution"]
     return [p for p in parts if row[p] != solution[p]]
 

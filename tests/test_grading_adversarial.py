@@ -122,13 +122,50 @@ torch.testing.assert_close = lambda *args, **kwargs: None
 numpy.testing.assert_allclose = lambda *args, **kwargs: None
 math.isclose = lambda *args, **kwargs: True
 torch.allclose = lambda *args, **kwargs: True
-""", answer="ZEROS", flag="assigns to torch.testing.assert_close"),
+""", answer="ZEROS", flag="assigns to torch.testing.assert_close", reason="torch.testing.assert_close"),
+    # IPython itself: no cell runs any more (so no test can fail) ...
+    "replace_exec": dict(top="import builtins\nbuiltins.exec = lambda *args, **kwargs: None\n",
+                         reason="the check did not run"),
+    # ... or the functions the tests call are swapped only while a cell runs, by IPython's own hooks
+    "ipython_hooks": dict(top="""
+import torch.testing
+_real = torch.testing.assert_close
+def _swap(*args):
+    torch.testing.assert_close = lambda *a, **k: None
+def _back(*args):
+    torch.testing.assert_close = _real
+get_ipython().events.register("pre_run_cell", _swap)
+get_ipython().events.register("post_run_cell", _back)
+""", answer="ZEROS", reason="replaced what the tests rely on"),
+    # builtins shadowed in the notebook's namespace, which the test cells share
+    "shadow_builtins": dict(top="""
+import torch
+isinstance = lambda *args: True
+type = lambda obj: torch.Tensor
+""", answer="ZEROS"),
+    # a trace function that jumps over every line that starts with `assert`
+    "trace_jump": dict(top="""
+import sys
+def _tracer(frame, event, arg):
+    if event == "line" and frame.f_code.co_filename.startswith("/tmp/ipykernel"):
+        try:
+            import linecache
+            line = linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+            if line.lstrip().startswith("assert"):
+                frame.f_lineno = frame.f_lineno + 1
+        except Exception:
+            pass
+    return _tracer
+sys.settrace(_tracer)
+""", answer="ZEROS", reason="trace"),
     "infinite_loop": dict(top="while True:\n    pass\n", reason="ran longer than"),
     "huge_output": dict(top="for _ in range(200):\n    print('x' * 10**6)\n"),
     "swallow_exceptions": dict(top="""
 get_ipython().set_custom_exc((BaseException,), lambda shell, etype, evalue, tb, tb_offset=None: None)
 """, answer="ZEROS"),
     "edit_tests": dict(edit_tests=True, flag="edited locked cell(s)"),
+    # every test cell renamed (a new grade_id), emptied and worth 100 points: the originals come back
+    "repoint_tests": dict(repoint_tests=True, flag="deleted locked cell(s)"),
     "ctypes": dict(top="""
 import ctypes, os
 _libc = ctypes.CDLL(None)
@@ -189,8 +226,9 @@ print("targets", _targets)
     # copy an honest classmate's answers
     "read_other_submission": dict(answer="""
 import glob, json, os
-_found = glob.glob(os.path.join("{course}", "**", "honest_full*.ipynb"), recursive=True) + \\
-    glob.glob("/**/honest_full*.ipynb", recursive=True)
+_found = []
+for _start in ("{course}", "{workdir}", "/tmp", "/home", "/root", os.getcwd()):
+    _found += glob.glob(os.path.join(_start, "**", "honest_full*.ipynb"), recursive=True)
 print("found", _found)
 for _path in _found[:1]:
     for _cell in json.load(open(_path))["cells"]:
@@ -198,7 +236,7 @@ for _path in _found[:1]:
             exec("".join(_cell["source"]), globals())
 """),
     # the library's reference implementation instead of one's own
-    "forbidden_module": dict(answer="from gmcourse.divergences import *\n", reason="imports gmcourse.divergences"),
+    "forbidden_module": dict(answer="from gmcourse.divergences import *\n", reason="gmcourse.divergences, which A1_max_likelihood does not allow"),
 }
 
 
@@ -236,8 +274,10 @@ def attack_notebook(name: str, spec: dict, fill: dict):
                 cell.source = "import torch\n" + _stand_in(names[meta["grade_id"]], "torch.zeros(())")
             elif spec.get("answer"):
                 cell.source = spec["answer"].format(**fill)
-        elif meta.get("grade") and spec.get("edit_tests"):
+        elif meta.get("grade") and (spec.get("edit_tests") or spec.get("repoint_tests")):
             cell.source, meta["points"] = "pass", 100
+            if spec.get("repoint_tests"):
+                meta["grade_id"] += "_mine"
     if spec.get("delete_tests"):
         nb.cells = [c for c in nb.cells if not (_nbgrader(c).get("grade") and not _nbgrader(c).get("solution"))]
     if spec.get("top"):
@@ -323,7 +363,7 @@ def corpus(tmp_path_factory):
 
 def test_no_attacker_gets_a_single_point(corpus):
     scores = {name: corpus["rows"][name]["score"] for name in ATTACKS}
-    assert all(score != "" and float(score) == 0.0 for score in scores.values()), (scores, corpus["err"])
+    assert {name: s for name, s in scores.items() if s == "" or float(s) != 0.0} == {}, corpus["err"]
 
 
 def test_honest_students_get_exactly_their_grades(corpus):

@@ -80,3 +80,37 @@ def test_a_dask_cluster_grades_like_the_local_pool(tmp_path):
     rows = read_csv(tmp_path / "work" / "grades.csv")[1]
     assert {s: float(rows[s]["score"]) for s in students} == {s: score for s, (_, score) in students.items()}
     assert all(float(rows[s]["peak_mb"]) > 0 and float(rows[s]["seconds"]) > 0 for s in students), rows
+
+
+def test_kill_9_of_the_grader_loses_nothing_already_graded_and_a_rerun_resumes(tmp_path):
+    """The grader is killed (SIGKILL) once the first student is recorded; the CSV it leaves is whole,
+    and the same command run again grades only what is missing, ending with every student graded."""
+    import os
+    import signal
+    import time
+
+    wrong = "kl_swapped_arguments"
+    expected = {"ann": A1.MAX_SCORE, "ben": A1.WRONG_ANSWERS[wrong][1], "cat": 0.0}
+    write_submission(tmp_path / "inbox" / "ann.ipynb", filled_notebook(A1))
+    write_submission(tmp_path / "inbox" / "ben.ipynb", filled_notebook(A1, A1.WRONG_ANSWERS[wrong][0]))
+    write_submission(tmp_path / "inbox" / "cat.ipynb", nbformat.read(ROOT / "exercises" / A1.ASSIGNMENT / A1.NOTEBOOK,
+                                                                       as_version=4))
+    command = [sys.executable, "-m", "gmcourse.grading", A1.ASSIGNMENT, str(tmp_path / "inbox"),
+               "--workdir", str(tmp_path / "work"), "--workers", "1", "--no-feedback"]
+    grader = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    records = tmp_path / "work" / "records"
+    deadline = time.monotonic() + 300
+    while not (records.is_dir() and any(records.glob("*.json"))) and grader.poll() is None:
+        assert time.monotonic() < deadline, "no student was recorded in 300 s"
+        time.sleep(0.05)
+    os.kill(grader.pid, signal.SIGKILL)
+    grader.wait()
+    done_before = {p.stem for p in records.glob("*.json")}
+    assert 1 <= len(done_before) < 3, done_before  # killed part-way
+    header, rows = read_csv(tmp_path / "work" / "grades.csv")
+    assert set(rows) >= done_before and all(float(rows[s]["score"]) == expected[s] for s in done_before), rows
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"({len(done_before)} from an earlier run, unchanged)" in rerun.stdout, rerun.stdout
+    rows = read_csv(tmp_path / "work" / "grades.csv")[1]
+    assert {s: float(rows[s]["score"]) for s in rows} == expected, rows

@@ -30,6 +30,7 @@ import threading
 import time
 from pathlib import Path
 
+from gmcourse.grading.guard import SETUP, changes, check_code, new_nonce, parse_report
 from gmcourse.grading.sandbox import SANDBOXES, STUB_MARKER, Limits, SandboxUnavailable
 
 NOT_RUN = "NotRun"
@@ -58,8 +59,11 @@ def _client_class():
         output_cap = 2 ** 21
         output_bytes = 0
         truncated = False
+        nonce = None  # the guard's reports are not outputs of the notebook: never counted or cut
 
         def output(self, outs, msg, display_id, cell_index):
+            if self.nonce and self.nonce in str(msg.get("content", {}).get("evalue", "")):
+                return super().output(outs, msg, display_id, cell_index)
             self.output_bytes += len(json.dumps(msg.get("content", {}), default=str))
             if self.output_bytes > self.output_cap:
                 if not self.truncated:
@@ -129,7 +133,7 @@ def _label(cell, index: int) -> str:
 
 def _scan_reasons(nb, assignment: str) -> list[str]:
     """Reasons visible in the outputs: a forbidden gmcourse import, running out of memory."""
-    reasons = []
+    forbidden, memory = {}, []
     for index, cell in enumerate(nb.cells):
         for out in cell.get("outputs", []):
             if out.get("output_type") != "error":
@@ -137,10 +141,76 @@ def _scan_reasons(nb, assignment: str) -> list[str]:
             text = f"{out.get('ename')}: {out.get('evalue')}"
             if STUB_MARKER in text:
                 module = str(out.get("evalue", "")).split(" is not available")[0]
-                reasons.append(f"{_label(cell, index)} imports {module}, which {assignment} does not allow")
+                forbidden.setdefault(module, []).append(str(index))
             elif out.get("ename") == "MemoryError" or "can't allocate memory" in text or "Cannot allocate memory" in text:
-                reasons.append(f"{_label(cell, index)} ran out of memory (cap {{memory}} MB)")
+                memory.append(str(index))
+    reasons = [f"cell{'s' if len(cells) > 1 else ''} {', '.join(cells)} import{'' if len(cells) > 1 else 's'} {module}, "
+               f"which {assignment} does not allow" for module, cells in forbidden.items()]
+    if memory:
+        reasons.append(f"cell{'s' if len(memory) > 1 else ''} {', '.join(memory)} ran out of memory (cap {{memory}} MB)")
     return reasons
+
+
+def _is_test(cell) -> bool:
+    meta = cell.metadata.get("nbgrader", {})
+    return bool(meta.get("grade")) and not meta.get("solution")
+
+
+def _take_report(cell, nonce: str):
+    """Remove the guard's report from the cell's outputs; return the snapshot, or None if absent."""
+    for out in list(cell.outputs):
+        if out.get("output_type") == "error" and nonce in str(out.get("evalue", "")):
+            cell.outputs.remove(out)
+            return parse_report(out["evalue"], nonce)
+    return None
+
+
+def snapshot(client) -> dict[str, str]:
+    """The guard's snapshot, taken before any cell of the notebook runs."""
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nonce = new_nonce()
+    client.nonce = nonce
+    probe = new_code_cell(SETUP + check_code(nonce))
+    notebook, client.nb = client.nb, new_notebook(cells=[probe])  # nbclient stores the cell at its index
+    try:
+        client.execute_cell(probe, 0, store_history=False)
+    finally:
+        client.nb = notebook
+    report = _take_report(probe, nonce)
+    if report is None:
+        errors = [f"{o.get('ename')}: {o.get('evalue')}" for o in probe.outputs if o.get("output_type") == "error"]
+        raise RuntimeError(f"the grader's snapshot of the kernel failed: {errors or probe.outputs}")
+    return report
+
+
+def execute_guarded(client, cell, index: int, baseline: dict[str, str] | None) -> str | None:
+    """Execute ``cell``; for a test cell, with the guard appended. Returns why the test does not count
+    (the notebook replaced something it relies on), after giving the cell an error output saying so."""
+    from nbformat.v4 import new_output
+
+    if baseline is None or not _is_test(cell):
+        client.execute_cell(cell, index, store_history=True)
+        return None
+    nonce = new_nonce()
+    client.nonce = nonce
+    source = cell.source
+    cell.source = source + "\n" + check_code(nonce)
+    try:
+        client.execute_cell(cell, index, store_history=True)
+    finally:
+        cell.source = source
+    report = _take_report(cell, nonce)
+    failed = any(o.get("output_type") == "error" for o in cell.outputs)
+    if report is None and failed:
+        return None  # the test failed before its end: no points, nothing to check
+    replaced = changes(baseline, report) if report is not None else ["the way cells run (the check did not run)"]
+    if not replaced:
+        return None
+    shown = ", ".join(replaced[:4]) + (f" and {len(replaced) - 4} more" if len(replaced) > 4 else "")
+    why = f"before {_label(cell, index)} the notebook had replaced what the tests rely on: {shown}"
+    cell.outputs.append(new_output("error", ename="Tampered", evalue=why, traceback=[f"Tampered: {why}"]))
+    return why
 
 
 def execute_notebook(nb, sandbox, job: dict, limits: Limits):
@@ -148,7 +218,7 @@ def execute_notebook(nb, sandbox, job: dict, limits: Limits):
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
     from nbformat.v4 import new_output
 
-    reason, stopped_at = None, None
+    reason, stopped_at, guard_reasons = None, None, []
     with sandbox.kernel() as place:
         km = _kernel_manager_class()(kernel_name="python3", transport="ipc", ip=str(place.run_dir / "kernel"),
                                      connection_file=str(place.run_dir / "kernel.json"))
@@ -165,10 +235,13 @@ def execute_notebook(nb, sandbox, job: dict, limits: Limits):
                                      stderr=subprocess.DEVNULL):
                 watchdog = Watchdog(km.provisioner.process, place.run_dir, limits)
                 watchdog.start()
+                baseline = snapshot(client) if job.get("guard", True) else None
                 for index in code_cells:
                     cell = nb.cells[index]
                     try:
-                        client.execute_cell(cell, index, store_history=True)
+                        tampered = execute_guarded(client, cell, index, baseline)
+                        if tampered:
+                            guard_reasons.append(tampered)
                     except CellTimeoutError:
                         reason = f"{_label(cell, index)} ran longer than {job['timeout']} s; the cells after it were not run"
                         stopped_at = index
@@ -204,6 +277,9 @@ def execute_notebook(nb, sandbox, job: dict, limits: Limits):
                     if index > stopped_at or not any(o.get("output_type") == "error" for o in cell.outputs):
                         cell.outputs.append(new_output("error", ename=NOT_RUN, evalue=reason,
                                                        traceback=[f"Not run: {reason}"]))
+    if guard_reasons:
+        later = [f"{len(guard_reasons) - 1} more test cell(s) likewise"] if len(guard_reasons) > 1 else []
+        reason = "; ".join(([reason] if reason else []) + guard_reasons[:1] + later)
     return reason, (watchdog.peak_bytes if watchdog else 0)
 
 

@@ -110,6 +110,19 @@ def generate_student_version(assignment: str, workdir: Path, course_root: Path =
     return workdir / "release" / assignment
 
 
+def drop_unknown_cell_ids(submitted, released) -> list[str]:
+    """Cells that claim an nbgrader id the release does not have (a renamed test cell, a made-up
+    one) lose their nbgrader metadata: they run as ordinary cells and score nothing. Returns the ids."""
+    known = {c.metadata.get("nbgrader", {}).get("grade_id") for c in released.cells} - {None}
+    dropped = []
+    for cell in submitted.cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if "nbgrader" in cell.metadata and grade_id not in known:
+            del cell.metadata["nbgrader"]
+            dropped.append(str(grade_id))
+    return dropped
+
+
 def restore_deleted_cells(submitted, released) -> list[str]:
     """Put back every cell of the released notebook that nbgrader tracks (a ``grade_id``: tests,
     answers, locked text) and that the submission deleted, after the nearest tracked cell that
@@ -247,6 +260,9 @@ def grade(assignment: str, submissions: Path, workdir: Path | None = None, csv_p
             for name in notebooks:
                 submitted = nbformat.read(submission.notebooks[name], as_version=4)
                 result.flags += submission_flags(submitted, released[name])
+                unknown = drop_unknown_cell_ids(submitted, released[name])
+                if unknown:
+                    result.flags.append(f"cell id(s) not in the assignment: {', '.join(unknown)} (ran as ordinary cells)")
                 restore_deleted_cells(submitted, released[name])  # nbgrader grades only cells it finds
                 nbformat.write(submitted, target / f"{name}.ipynb")
                 sanitized = _sanitize(copy.deepcopy(submitted), api.config, assignment, submission.student, name,

@@ -82,9 +82,14 @@ def gmcourse_closure(modules: list[str]) -> list[str]:
             raise ValueError(f"gmcourse.{name} is not a module of {GMCOURSE_DIR}")
         seen.add(name)
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else \
-                [a.name for a in node.names] if isinstance(node, ast.Import) else []
-            todo += [n.split(".")[1] for n in names if n.startswith("gmcourse.")]
+            if isinstance(node, ast.Import):
+                todo += [a.name.split(".")[1] for a in node.names if a.name.startswith("gmcourse.")]
+            elif isinstance(node, ast.ImportFrom):
+                package = "." * node.level + (node.module or "")
+                if package in ("gmcourse", "."):         # from gmcourse import ising / from . import ising
+                    todo += [a.name for a in node.names]
+                elif package.startswith(("gmcourse.", ".")):  # from gmcourse.ising import ... / from .ising import ...
+                    todo.append(package.lstrip(".").removeprefix("gmcourse.").split(".")[0])
     return sorted(seen)
 
 
