@@ -114,3 +114,47 @@ def test_kill_9_of_the_grader_loses_nothing_already_graded_and_a_rerun_resumes(t
     assert f"({len(done_before)} from an earlier run, unchanged)" in rerun.stdout, rerun.stdout
     rows = read_csv(tmp_path / "work" / "grades.csv")[1]
     assert {s: float(rows[s]["score"]) for s in rows} == expected, rows
+
+
+def _guard_notebook(answer: str):
+    """An answer cell, then a test cell that fails honestly (0 is not 1) and one that passes."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(answer)]
+    for grade_id, check in (("test_fails", "assert_close(torch.zeros(()), torch.ones(()))"),
+                            ("test_passes", "assert_close(torch.ones(()), torch.ones(()))")):
+        cell = nbformat.v4.new_code_cell(f"import torch\nfrom torch.testing import assert_close\n{check}\n")
+        cell.metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True, "grade_id": grade_id, "points": 1}
+        nb.cells.append(cell)
+    return nb
+
+
+TAMPERING = {
+    "patches assert_close": ("import torch.testing\ntorch.testing.assert_close = lambda *a, **k: None\n",
+                             "torch.testing.assert_close"),
+    "swaps builtins.exec": ("import builtins\nbuiltins.exec = lambda *a, **k: None\n", "the check did not run"),
+    "hooks IPython": ("import torch.testing\n_real = torch.testing.assert_close\n"
+                      "get_ipython().events.register('pre_run_cell', lambda *a: setattr(torch.testing, 'assert_close', "
+                      "lambda *a, **k: None))\n"
+                      "get_ipython().events.register('post_run_cell', lambda *a: setattr(torch.testing, 'assert_close', _real))\n",
+                      "event pre_run_cell"),
+    "shadows isinstance": ("isinstance = lambda *args: True\n", "shadowed builtin isinstance"),
+}
+
+
+@pytest.mark.parametrize("answer, named", [("x = 1\n", None), *TAMPERING.values()], ids=["honest", *TAMPERING])
+def test_the_guard_fails_tests_that_ran_after_tampering_and_says_what(answer, named):
+    from gmcourse.grading.execute import execute_job
+    from gmcourse.grading.sandbox import Limits
+
+    job = {"student": "s", "assignment": "A1_max_likelihood", "sandbox": "bubblewrap", "allowed_modules": [],
+           "notebooks": {"nb": nbformat.writes(_guard_notebook(answer))}, "limits": Limits(wall_seconds=120).as_dict(),
+           "threads": 1, "timeout": 30, "extra_arguments": ["--IPKernelApp.log_level=ERROR"]}
+    result = execute_job(job)
+    nb = nbformat.reads(result["notebooks"]["nb"], as_version=4)
+    errors = {c.metadata["nbgrader"]["grade_id"]: [o.ename for o in c.outputs if o.output_type == "error"]
+              for c in nb.cells[1:]}
+    if named is None:
+        assert errors == {"test_fails": ["AssertionError"], "test_passes": []} and result["reason"] is None, result
+    else:
+        assert errors["test_passes"] == ["Tampered"], errors
+        assert named in result["reason"] and "test_passes" in result["reason"], result["reason"]

@@ -41,8 +41,10 @@ KINDS = ("type", "function", "builtin_function_or_method", "module", "method", "
 # builtins that tests use and that a notebook's top level must not shadow (the same list the flags watch)
 SHADOWED = ("isinstance", "issubclass", "type", "float", "int", "bool", "str", "tuple", "abs", "len", "all", "any",
             "getattr", "hasattr", "globals", "AssertionError", "Exception", "__import__")
-# entries that ipykernel itself changes on every execution (the stdin forwarding, its excepthook)
-VOLATILE = {"builtins.input", "builtins.raw_input", "builtins.getpass", "sys.excepthook", "sys.displayhook"}
+# entries that the kernel and torch change by themselves: ipykernel on every execution (stdin forwarding,
+# its excepthook), torch when torch._dynamo first loads
+VOLATILE = {"builtins.input", "builtins.raw_input", "builtins.getpass", "sys.excepthook", "sys.displayhook",
+            "torch.manual_seed"}  # torch._dynamo wraps torch.manual_seed when it first loads (an optimizer step)
 SETUP = ("import " + ", ".join(m for m in WATCHED_MODULES if not m.startswith(("IPython", "ipykernel"))) +
          "\nimport matplotlib_inline.backend_inline, matplotlib.pyplot\n")
 
