@@ -55,10 +55,11 @@ exercises: $(STAMP)
 	done
 
 # Grade a folder of submissions: make grade ASSIGNMENT=A1_max_likelihood SUBMISSIONS=path/to/folder
+# (more options through GRADE_ARGS, e.g. GRADE_ARGS="--workers 4 --regrade")
 grade: $(STAMP)
 	@test -n "$(ASSIGNMENT)" -a -n "$(SUBMISSIONS)" || \
 	  { echo "usage: make grade ASSIGNMENT=<one of: $(ASSIGNMENTS)> SUBMISSIONS=<folder>"; exit 2; }
-	$(RUN) $(BIN)/python -m gmcourse.grading $(ASSIGNMENT) $(SUBMISSIONS)
+	$(RUN) $(BIN)/python -m gmcourse.grading $(ASSIGNMENT) $(SUBMISSIONS) $(GRADE_ARGS)
 
 clean-book:
 	rm -rf _build

@@ -143,21 +143,6 @@ import torch
 isinstance = lambda *args: True
 type = lambda obj: torch.Tensor
 """, answer="ZEROS"),
-    # a trace function that jumps over every line that starts with `assert`
-    "trace_jump": dict(top="""
-import sys
-def _tracer(frame, event, arg):
-    if event == "line" and frame.f_code.co_filename.startswith("/tmp/ipykernel"):
-        try:
-            import linecache
-            line = linecache.getline(frame.f_code.co_filename, frame.f_lineno)
-            if line.lstrip().startswith("assert"):
-                frame.f_lineno = frame.f_lineno + 1
-        except Exception:
-            pass
-    return _tracer
-sys.settrace(_tracer)
-""", answer="ZEROS", reason="trace"),
     "infinite_loop": dict(top="while True:\n    pass\n", reason="ran longer than"),
     "huge_output": dict(top="for _ in range(200):\n    print('x' * 10**6)\n"),
     "swallow_exceptions": dict(top="""

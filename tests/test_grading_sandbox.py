@@ -42,7 +42,7 @@ def test_a_module_outside_the_allowed_ones_fails_to_import_with_a_message(tmp_pa
     done = subprocess.run([sys.executable, "-c", "import gmcourse.toys\nimport gmcourse.gan"], cwd=tmp_path,
                           capture_output=True, text=True)
     assert done.returncode == 1 and STUB_MARKER in done.stderr and "A7_gan" in done.stderr, done.stderr
-    assert "gmcourse modules it provides: gmcourse.toys" in done.stderr
+    assert "gmcourse modules it provides: gmcourse.divergences, gmcourse.toys, gmcourse.utils" in done.stderr
 
 
 def test_without_a_sandbox_the_grader_refuses_and_names_the_way_out(tmp_path, monkeypatch):
@@ -138,6 +138,7 @@ TAMPERING = {
                       "get_ipython().events.register('post_run_cell', lambda *a: setattr(torch.testing, 'assert_close', _real))\n",
                       "event pre_run_cell"),
     "shadows isinstance": ("isinstance = lambda *args: True\n", "shadowed builtin isinstance"),
+    "traces": ("import sys\nsys.settrace(lambda *args: None)\n", "trace"),
 }
 
 
@@ -157,4 +158,4 @@ def test_the_guard_fails_tests_that_ran_after_tampering_and_says_what(answer, na
         assert errors == {"test_fails": ["AssertionError"], "test_passes": []} and result["reason"] is None, result
     else:
         assert errors["test_passes"] == ["Tampered"], errors
-        assert named in result["reason"] and "test_passes" in result["reason"], result["reason"]
+        assert named in result["reason"], result["reason"]

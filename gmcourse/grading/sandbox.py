@@ -221,7 +221,7 @@ class Bubblewrap:
         env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": HOME, "TMPDIR": "/tmp",
                "LANG": "C.UTF-8", "PYTHONNOUSERSITE": "1", "MPLBACKEND": "Agg",
                "MPLCONFIGDIR": str(run_dir / "matplotlib"), "OMP_NUM_THREADS": str(self.threads),
-               "MKL_NUM_THREADS": str(self.threads)}
+               "MKL_NUM_THREADS": str(self.threads), "NBGRADER_EXECUTION": "autograde"}  # as nbgrader's own runs
         for key, value in env.items():
             args += ["--setenv", key, value]
         return args
@@ -293,7 +293,8 @@ class NoSandbox:
             caps = [str(self.limits.memory_mb * 2 ** 20), str(self.limits.cpu_seconds),
                     str(self.limits.disk_mb * 2 ** 20), str(self.limits.processes), ""]
             prefix = [sys.executable, "-I", "-S", str(LIMITS_SCRIPT), *caps, "--"]
-            env = {"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads), "MPLBACKEND": "Agg"}
+            env = {"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads), "MPLBACKEND": "Agg",
+                   "NBGRADER_EXECUTION": "autograde"}
             yield KernelPlace(run_dir, lambda command: prefix + list(command), [], env)
 
 
