@@ -215,6 +215,21 @@ def grade(assignment: str, submissions: Path, workdir: Path | None = None, csv_p
         raise GradingError(f"cannot isolate the students' kernels: {error}. To grade trusted notebooks without "
                            "isolation, pass --no-sandbox.") from None
     pool = DaskCluster(scheduler) if scheduler else LocalPool(workers)
+    pool.start()  # local workers start (and import what they need) while the student version is made
+    try:
+        return _grade(assignment, notebooks, found, submissions, workdir, csv_path, feedback, course_root,
+                      show_progress, pool, sandbox, limits, modules, regrade)
+    finally:
+        pool.close()
+
+
+def _grade(assignment, notebooks, found, submissions, workdir, csv_path, feedback, course_root, show_progress,
+           pool, sandbox, limits, modules, regrade) -> GradingReport:
+    import nbformat
+
+    from gmcourse.grading.record import load_record, record_result, save_record, source_hash, submission_key
+    from gmcourse.utils import progress
+
     course_hash = source_hash(course_root, assignment, CONFIG_FILE)
     resuming = _prepare_workdir(workdir, submissions, course_hash)
     release = workdir / "release" / assignment
@@ -235,53 +250,61 @@ def grade(assignment: str, submissions: Path, workdir: Path | None = None, csv_p
     api = _nbgrader_api(course_root, workdir)
     threads = max(1, (os.cpu_count() or 1) // getattr(pool, "workers", 1))
     settings = {"sandbox": sandbox, "limits": limits.as_dict(), "modules": modules}
-    results, keys, jobs = {}, {}, []
+    results, keys = {}, {}
+    todo = []
     for submission in found:                                                                  # 2.
-        result = StudentResult(submission.student, submission.origin, problem=submission.problem)
-        results[submission.student] = result
+        results[submission.student] = StudentResult(submission.student, submission.origin, problem=submission.problem)
         if submission.problem is not None:
             continue
         keys[submission.student] = submission_key(submission.notebooks, course_hash, settings)
         earlier = None if regrade else load_record(workdir / "records", submission.student, keys[submission.student])
         if earlier is not None:
             results[submission.student] = earlier
-            continue
-        target = workdir / "submitted" / submission.student / assignment
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.rmtree(workdir / "executed" / submission.student, ignore_errors=True)
-        target.mkdir(parents=True)
-        if submission.origin.is_dir() and (submission.origin / "timestamp.txt").is_file():  # for late penalties
-            shutil.copyfile(submission.origin / "timestamp.txt", target / "timestamp.txt")
-        job = {"student": submission.student, "assignment": assignment, "notebooks": {}, "sandbox": sandbox,
-               "allowed_modules": modules, "limits": limits.as_dict(), "threads": threads,
-               "timeout": int(api.config.Execute.get("timeout", 30)),
-               "extra_arguments": list(api.config.Execute.get("extra_arguments", []))}
-        try:
-            for name in notebooks:
-                submitted = nbformat.read(submission.notebooks[name], as_version=4)
-                result.flags += submission_flags(submitted, released[name])
-                unknown = drop_unknown_cell_ids(submitted, released[name])
-                if unknown:
-                    result.flags.append(f"cell id(s) not in the assignment: {', '.join(unknown)} (ran as ordinary cells)")
-                restore_deleted_cells(submitted, released[name])  # nbgrader grades only cells it finds
-                nbformat.write(submitted, target / f"{name}.ipynb")
-                sanitized = _sanitize(copy.deepcopy(submitted), api.config, assignment, submission.student, name,
-                                      f"sqlite:///{workdir / 'gradebook.db'}")
-                job["notebooks"][name] = nbformat.writes(sanitized)
-        except Exception as error:  # noqa: BLE001 (whatever nbgrader rejects in this notebook: report it, go on)
-            result.problem = f"autograde failed: nbgrader rejects the notebook ({type(error).__name__}: {error})"
-            continue
-        jobs.append(job)
+        else:
+            todo.append(submission)
+
+    def jobs():
+        """Each submission copied, checked and sanitized just before it is sent: the workers start at once."""
+        for submission in todo:
+            result = results[submission.student]
+            target = workdir / "submitted" / submission.student / assignment
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.rmtree(workdir / "executed" / submission.student, ignore_errors=True)
+            target.mkdir(parents=True)
+            if submission.origin.is_dir() and (submission.origin / "timestamp.txt").is_file():  # late penalties
+                shutil.copyfile(submission.origin / "timestamp.txt", target / "timestamp.txt")
+            job = {"student": submission.student, "assignment": assignment, "notebooks": {}, "sandbox": sandbox,
+                   "allowed_modules": modules, "limits": limits.as_dict(), "threads": threads,
+                   "timeout": int(api.config.Execute.get("timeout", 30)),
+                   "extra_arguments": list(api.config.Execute.get("extra_arguments", []))}
+            try:
+                for name in notebooks:
+                    submitted = nbformat.read(submission.notebooks[name], as_version=4)
+                    result.flags += submission_flags(submitted, released[name])
+                    unknown = drop_unknown_cell_ids(submitted, released[name])
+                    if unknown:
+                        result.flags.append(f"cell id(s) not in the assignment: {', '.join(unknown)} "
+                                            "(ran as ordinary cells)")
+                    restore_deleted_cells(submitted, released[name])  # nbgrader grades only cells it finds
+                    nbformat.write(submitted, target / f"{name}.ipynb")
+                    sanitized = _sanitize(copy.deepcopy(submitted), api.config, assignment, submission.student, name,
+                                          f"sqlite:///{workdir / 'gradebook.db'}")
+                    job["notebooks"][name] = nbformat.writes(sanitized)
+            except Exception as error:  # noqa: BLE001 (whatever nbgrader rejects in this notebook: report it, go on)
+                result.problem = f"autograde failed: nbgrader rejects the notebook ({type(error).__name__}: {error})"
+                bar.update()
+                continue
+            yield job
 
     max_score = _max_score(workdir, assignment)
     report = GradingReport(assignment, max_score, parts, list(results.values()), workdir, csv_path, warnings_,
                            sandbox=sandbox, scheduler=pool.describe())
     for result in results.values():
         result.max_score = max_score
-    bar = progress(total=len(jobs), desc=f"grade {assignment}", unit="student",
+    bar = progress(total=len(todo), desc=f"grade {assignment}", unit="student",
                    disable=None if show_progress is None else not show_progress)
     with _venv_on_path(), bar:
-        for executed in pool.results(jobs):                                                   # 3.-4.
+        for executed in pool.results(jobs()):                                                 # 3.-4.
             result = results[executed["student"]]
             record_result(api, assignment, notebooks, workdir, result, executed, feedback, _tail)
             if result.score is not None:

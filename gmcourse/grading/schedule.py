@@ -20,6 +20,14 @@ from typing import Iterable, Iterator
 from gmcourse.grading.execute import execute_job
 
 
+def warm_up() -> None:
+    """Import what a job needs (nbgrader, nbclient, jupyter_client: seconds) before the first job arrives."""
+    from gmcourse.grading.execute import _client_class, _kernel_manager_class
+
+    _client_class()
+    _kernel_manager_class()
+
+
 def _failed(job: dict, why: str) -> dict:
     return {"student": job["student"], "notebooks": {}, "error": why}
 
@@ -30,16 +38,32 @@ class LocalPool:
 
     def __init__(self, workers: int | None = None):
         self.workers = max(1, workers or os.cpu_count() or 1)
+        self.pool = None
+
+    def start(self) -> None:
+        """Start the worker processes now and have each import the executor, ahead of the first job."""
+        if self.pool is None:
+            context = multiprocessing.get_context("spawn")  # no copy of the grader's state, threads or locks
+            self.pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=context)
+            for _ in range(self.workers):
+                self.pool.submit(warm_up)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+            self.pool = None
 
     def describe(self) -> str:
         return f"{self.workers} local worker process{'es' if self.workers > 1 else ''}"
 
     def results(self, jobs: Iterable[dict]) -> Iterator[dict]:
-        pending = list(jobs)
-        context = multiprocessing.get_context("spawn")  # no copy of the grader's state, threads or locks
-        while pending:
-            with concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=context) as pool:
-                futures = {pool.submit(execute_job, job): job for job in pending}
+        pending = jobs  # consumed lazily: each job is submitted as soon as it is prepared
+        while True:
+            self.start()
+            with self.pool as pool:
+                futures = {}
+                for job in pending:
+                    futures[pool.submit(execute_job, job)] = job
                 pending, broken = [], False
                 for future in concurrent.futures.as_completed(futures):
                     job = futures[future]
@@ -53,6 +77,9 @@ class LocalPool:
                             pending.append(job)  # innocent bystanders: run again in a new pool
                     except Exception as error:  # noqa: BLE001 (a bug in the executor: report it per student)
                         yield _failed(job, f"the grading worker failed: {type(error).__name__}: {error}")
+            self.pool = None
+            if not pending:
+                return
 
 
 class DaskCluster:
@@ -60,6 +87,12 @@ class DaskCluster:
 
     def __init__(self, address: str):
         self.address = address
+
+    def start(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
     def describe(self) -> str:
         return f"the Dask scheduler at {self.address}"
