@@ -212,11 +212,13 @@ class Bubblewrap:
 
     def _bwrap_args(self, run_dir: Path, package: Path) -> list[str]:
         disk = str(self.limits.disk_mb * 2 ** 20)
+        # the size-capped /tmp and home first: the read-only binds that follow may lie under /tmp
+        # (a course cloned there), and must sit on top of it, not be hidden by it
         args = [self.bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-                "--clearenv", *_system_mounts(), *_python_mounts(),
-                "--ro-bind", str(package), str(GMCOURSE_DIR),
-                "--dev", "/dev", "--proc", "/proc",
+                "--clearenv", "--dev", "/dev", "--proc", "/proc",
                 "--size", disk, "--tmpfs", "/tmp", "--size", disk, "--tmpfs", HOME,
+                *_system_mounts(), *_python_mounts(),
+                "--ro-bind", str(package), str(GMCOURSE_DIR),
                 "--bind", str(run_dir), str(run_dir), "--chdir", HOME]
         env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": HOME, "TMPDIR": "/tmp",
                "LANG": "C.UTF-8", "PYTHONNOUSERSITE": "1", "MPLBACKEND": "Agg",
