@@ -222,7 +222,7 @@ class _GradingRun:
         case = graded["case"]
         assert _score(graded, "solution") == case.MAX_SCORE, (
             f"the instructor's solution scored {_score(graded, 'solution')} / {case.MAX_SCORE}; "
-            f"failed cells: {[p for p in graded['header'][4:-1] if graded['rows']['solution'][p] in ('0', '')]}\n{graded['err']}")
+            f"failed cells: {[p for p in graded['header'][4:-4] if graded['rows']['solution'][p] in ('0', '')]}\n{graded['err']}")
         assert _score(graded, "blank") == 0.0, f"the untouched student version scored {_score(graded, 'blank')}"
 
 
