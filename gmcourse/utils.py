@@ -1,4 +1,5 @@
-"""Small helpers shared by every chapter: devices, random generators, progress bars.
+"""Small helpers shared by every chapter: devices, random generators, progress bars, and the
+one switch between the book's two sizes (:func:`scale`, :func:`at_scale`).
 
 Every random function in gmcourse takes ``generator=`` (a :class:`torch.Generator`) or
 ``seed=`` (an int), so that a notebook, a test and a benchmark can all be made
@@ -12,7 +13,43 @@ import sys
 
 import torch
 
-__all__ = ["check_points", "default_device", "make_generator", "positive_int", "progress", "running_under_nbgrader"]
+__all__ = ["SCALES", "SCALE_VARIABLE", "at_scale", "check_points", "default_device", "make_generator", "positive_int",
+           "progress", "running_under_nbgrader", "scale"]
+
+SCALE_VARIABLE = "GMCOURSE_SCALE"
+SCALES = ("default", "full")
+
+
+def scale() -> str:
+    """``"default"`` or ``"full"``: how large the chapters and benchmarks train, from the environment
+    variable ``GMCOURSE_SCALE`` (unset or empty means ``"default"``).
+
+    Why a switch: the book is built and tested on two CPU cores, so every chapter trains for a budget
+    that finishes in minutes there, and the benchmarks' default budget is a minute. On a GPU runner
+    the same code can afford 5-20x the steps and larger Monte Carlo samples;
+    ``GMCOURSE_SCALE=full`` asks for that. The code paths are the same at both sizes, only the
+    budgets differ (:func:`at_scale`). The variable is read at every call, not at import, so a test
+    or a notebook can change it with ``os.environ`` / ``monkeypatch.setenv``. A value other than
+    ``default`` or ``full`` is an error rather than a silent default, so a typo such as
+    ``GMCOURSE_SCALE=ful`` does not quietly build the small book.
+    """
+    value = os.environ.get(SCALE_VARIABLE, "").strip()
+    if value == "":
+        return "default"
+    if value not in SCALES:
+        raise ValueError(f"{SCALE_VARIABLE}={value!r} is not a known scale; allowed values: "
+                         f"{', '.join(SCALES)} (unset means default)")
+    return value
+
+
+def at_scale(default, full):
+    """``default`` at the default scale, ``full`` when ``GMCOURSE_SCALE=full`` (see :func:`scale`).
+
+    Every training budget of the book and the benchmarks is written as one call, e.g.
+    ``epochs = at_scale(60, 600)``, so that the default size stays exactly what it was and the
+    full size sits next to it where a reader can see both.
+    """
+    return full if scale() == "full" else default
 
 
 def default_device() -> torch.device:

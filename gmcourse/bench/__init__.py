@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["TASKS", "apply_overrides", "check_at_least", "check_max_steps", "configuration_label", "get_task",
-           "group_by_configuration", "initial_model", "pace", "parse_overrides", "run_facts"]
+__all__ = ["TASKS", "apply_overrides", "check_at_least", "check_max_steps", "configuration_label", "default_seconds",
+           "get_task", "group_by_configuration", "initial_model", "pace", "parse_overrides",
+           "run_facts"]
 
 # task name -> module (imported only when the task runs, so one task's imports cost others nothing)
 TASKS = {
@@ -36,6 +37,18 @@ TASKS = {
     "tfim-transformer": "gmcourse.bench.tfim_transformer",
     "text-transformer": "gmcourse.bench.text_transformer",
 }
+
+
+def default_seconds() -> float:
+    """The training budget of one run when ``--seconds`` is not given: 60 s at the default scale (a
+    laptop CPU), 300 s with ``GMCOURSE_SCALE=full`` (:func:`gmcourse.utils.scale`; a GPU runner).
+
+    Only the training time grows: the data, the configuration and the scoring of every task are the
+    same at both scales, so the scores of runs made at either size can be put side by side (each
+    record carries its ``seconds_budget``)."""
+    from gmcourse.utils import at_scale
+
+    return at_scale(60.0, 300.0)
 
 
 def get_task(name: str):

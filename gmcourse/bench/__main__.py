@@ -13,22 +13,20 @@ import sys
 
 import torch
 
-from gmcourse.bench import TASKS, get_task, parse_overrides
+from gmcourse.bench import TASKS, default_seconds, get_task, parse_overrides
 from gmcourse.results import append_record, default_record_path, run_context
 
 
-def main(argv: list[str] | None = None) -> int:
-    args_in = sys.argv[1:] if argv is None else argv
-    if args_in[:1] == ["zoo"]:  # python -m gmcourse.bench zoo ...: every task, several seeds, one file
-        from gmcourse.bench.zoo import main as zoo_main
-
-        return zoo_main(args_in[1:])
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of one task; ``--seconds`` defaults to :func:`gmcourse.bench.default_seconds`
+    (60 s, or 300 s with ``GMCOURSE_SCALE=full``), read when the parser is built."""
     parser = argparse.ArgumentParser(
         prog="python -m gmcourse.bench",
         description="Train a model within a wall-clock budget and print its scores as one JSON line.",
     )
     parser.add_argument("task", choices=sorted(TASKS), help="which benchmark to run")
-    parser.add_argument("--seconds", type=float, default=60.0, help="training budget in wall-clock seconds")
+    parser.add_argument("--seconds", type=float, default=default_seconds(),
+                        help="training budget in wall-clock seconds (default: %(default)g, from GMCOURSE_SCALE)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random number the task draws")
     parser.add_argument("--save", metavar="PATH", help="torch.save the trained model to PATH")
     parser.add_argument("--peer", metavar="LIBRARY", help="also train a peer library's model on the same budget")
@@ -39,6 +37,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record", nargs="?", const="", metavar="PATH",
                         help="append the scores and the run's context as one JSON line to PATH "
                              "(default: results/bench/<task>.jsonl)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in[:1] == ["zoo"]:  # python -m gmcourse.bench zoo ...: every task, several seeds, one file
+        from gmcourse.bench.zoo import main as zoo_main
+
+        return zoo_main(args_in[1:])
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.seconds <= 0:
         parser.error(f"--seconds must be positive, got {args.seconds}")
