@@ -1,8 +1,10 @@
 # gmcourse: everything a new machine needs is done by these targets.
 #   make book   build the executed book into _build/html   (the main job)
 #   make test   run the whole test suite
+#   make timings  per-chapter execution times of the last build (timings.md, timings.csv)
 # Both create .venv and install the pinned requirements first (once; a second run
-# skips installs that are current).
+# skips installs that are current). GMCOURSE_SCALE=full make book  trains every chapter
+# at full size (on the GPU when there is one) and builds into _build/full/_build/html.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -15,13 +17,24 @@ ASSIGNMENTS := $(notdir $(wildcard solutions/A*))
 PYTEST_ARGS ?=
 # test processes in parallel (pytest-xdist); `make test PYTEST_WORKERS=0` runs in one process
 PYTEST_WORKERS ?= auto
+# The execution cache knows a chapter by its code, which is the same at both sizes: a full-size
+# build has a folder (and a cache) of its own.
+ifeq ($(GMCOURSE_SCALE),full)
+BUILD_DIR   := _build/full/_build
+PATH_OUTPUT := --path-output _build/full
+else
+BUILD_DIR   := _build
+PATH_OUTPUT :=
+endif
+SITE := $(BUILD_DIR)/html
+BUILD_BOOK := $(RUN) $(BIN)/jupyter-book build . $(PATH_OUTPUT) --builder html -W -n --keep-going
 
-.PHONY: all book test venv exercises grade clean clean-book help
+.PHONY: all book test timings venv exercises grade clean clean-book help
 
 all: book test
 
 help:
-	@sed -n '2,6p' Makefile
+	@sed -n '2,9p' Makefile
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,13 +52,31 @@ venv: $(STAMP)
 
 book: $(STAMP)
 	@start=$$(date +%s); \
-	$(RUN) $(BIN)/jupyter-book build . --builder html -W -n --keep-going || exit 1; \
-	$(RUN) $(BIN)/python -m gmcourse.bookcheck _build/html || exit 1; \
-	echo "make book: $$(( $$(date +%s) - start )) s; open _build/html/index.html"
+	$(BUILD_BOOK) || exit 1; \
+	$(RUN) $(BIN)/python -m gmcourse.bookcheck $(SITE) || exit 1; \
+	$(RUN) $(BIN)/python -m gmcourse.timings $(BUILD_DIR) || exit 1; \
+	echo "make book: $$(( $$(date +%s) - start )) s; open $(SITE)/index.html"
 
+timings: $(STAMP)
+	@$(RUN) $(BIN)/python -m gmcourse.timings $(BUILD_DIR)
+
+# 1. the test suite, the chapters and the solution notebooks (nbval), in parallel; each chapter
+#    that passes goes into the book's execution cache;  2. the book, built from that cache;
+# 3. every page of it in a headless browser (tests/test_site.py, marker `site`).
 test: $(STAMP)
 	@start=$$(date +%s); \
-	$(RUN) $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadscope $(PYTEST_ARGS); status=$$?; \
+	$(RUN) $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadscope -m "not site" $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -ne 0 ]; then \
+	  echo "make test: the tests failed, so the book is not built and the browser check does not run"; \
+	else \
+	  if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	    echo "make test: NO BROWSER: chromium and chromedriver are not installed, so the browser check of the book is skipped"; \
+	    echo "           (install them with: apt-get install chromium chromium-driver; .ci/run does)"; \
+	  fi; \
+	  $(BUILD_BOOK) && $(RUN) $(BIN)/python -m gmcourse.bookcheck $(SITE) && \
+	  GMCOURSE_SITE=$(SITE) GMCOURSE_REQUIRE_SITE=1 $(RUN) $(BIN)/python -m pytest -p no:cacheprovider -m site tests/test_site.py $(PYTEST_ARGS); \
+	  status=$$?; \
+	fi; \
 	echo "make test: $$(( $$(date +%s) - start )) s"; exit $$status
 
 # Regenerate the student versions in exercises/ from the instructor sources in solutions/.

@@ -8,8 +8,8 @@ them to nbval's own collector and cell items. Two things are added for chapters:
 
 * a cell that prints a ``Warning`` to stderr fails (the built book would show it to every reader);
 * when every cell of a chapter has passed, the executed chapter is stored in the book's
-  execution cache (``_build/.jupyter_cache``, the one `jupyter-book build` reads with
-  ``execute_notebooks: cache``). A build that follows finds the chapter executed and renders
+  execution cache (``_build/.jupyter_cache``, or the full-size build's), the one that
+  `jupyter-book build` reads with ``execute_notebooks: cache``. A build that follows finds the chapter executed and renders
   these outputs instead of running it a second time. The cache matches a notebook by the hash of
   its code, so a chapter edited after the test run is executed again by the build.
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import os
 import time
 from pathlib import Path
 
@@ -26,7 +27,12 @@ import pytest
 from nbval.plugin import IPyNbCell, IPyNbFile, find_comment_markers, find_metadata_tags
 
 ROOT = Path(__file__).resolve().parent
-BOOK_CACHE = ROOT / "_build" / ".jupyter_cache"
+# the cache of the build that `make book` makes at this GMCOURSE_SCALE (see the Makefile);
+# GMCOURSE_BOOK_CACHE names another one (tests/test_chapters.py uses it)
+BOOK_CACHE = Path(
+    os.environ.get("GMCOURSE_BOOK_CACHE")
+    or ROOT / ("_build/full/_build" if os.environ.get("GMCOURSE_SCALE") == "full" else "_build") / ".jupyter_cache"
+)
 
 
 @functools.lru_cache(maxsize=1)

@@ -7,9 +7,12 @@ that nothing escapes that collection.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import nbformat
 
 import pytest
 
@@ -53,3 +56,29 @@ def test_pytest_collects_every_chapter_and_solution_notebook_cell_by_cell():
     expected = {f"{doc}.md" for doc in CHAPTERS} | solutions
     assert len(solutions) >= 9
     assert collected == expected, f"missing: {sorted(expected - collected)}; unexpected: {sorted(collected - expected)}"
+
+
+def test_a_chapter_that_passes_nbval_is_in_the_book_cache_with_its_outputs(tmp_path):
+    """The build then renders the outputs of this run: the cache finds the chapter as the book's
+    reader (myst-nb) reads it, and the merged notebook is valid with an output in every cell
+    that printed."""
+    from jupyter_cache import get_cache
+    from myst_nb.core.read import read_myst_markdown_notebook
+
+    chapter = ROOT / "book" / "01_learning_as_inference.md"
+    cache_dir = tmp_path / ".jupyter_cache"
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(chapter.relative_to(ROOT))],
+        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "GMCOURSE_BOOK_CACHE": str(cache_dir)},
+    )
+    assert run.returncode == 0, run.stdout[-3000:]
+    notebook = read_myst_markdown_notebook(chapter.read_text())
+    cache = get_cache(str(cache_dir))
+    record = cache.match_cache_notebook(notebook)  # KeyError if the build would not find it
+    assert record.data["execution_seconds"] > 0
+    _, merged = cache.merge_match_into_notebook(notebook)
+    nbformat.validate(merged)
+    code = [cell for cell in merged.cells if cell.cell_type == "code"]
+    assert [cell.execution_count for cell in code] == list(range(1, len(code) + 1))
+    printing = [cell for cell in code if "\nprint(" in "\n" + cell.source]
+    assert printing and all(cell.outputs for cell in printing)
