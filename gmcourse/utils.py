@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import sys
 
-import torch
+# torch is imported inside the functions that use it: the grader imports this module for
+# write_text_atomic and progress, and each of its processes would otherwise load torch for nothing.
 
 __all__ = ["SCALES", "SCALE_VARIABLE", "at_scale", "check_points", "default_device", "make_generator", "positive_int",
            "progress", "running_under_nbgrader", "scale"]
@@ -54,6 +55,8 @@ def at_scale(default, full):
 
 def default_device() -> torch.device:
     """``cuda`` when a GPU is available, else ``cpu``: the same notebook runs on both."""
+    import torch
+
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -71,6 +74,8 @@ def make_generator(
 
     Giving both is an error, because it is ambiguous which one should win.
     """
+    import torch
+
     if generator is not None and seed is not None:
         raise ValueError("pass either seed= or generator=, not both")
     if generator is not None:
@@ -116,6 +121,8 @@ def progress(iterable=None, *, total=None, desc=None, disable=None, **kwargs):
 def check_points(x, dim: int, what: str = "x", hint_if_3d: str = "") -> torch.Tensor:
     """``x`` must be a floating-point tensor of shape ``(n, dim)``; otherwise an error that says what
     was expected (plus ``hint_if_3d`` when a batch of images arrives unflattened)."""
+    import torch
+
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{what} must be a torch.Tensor of shape (n, {dim}), got {type(x).__name__}")
     if x.dim() != 2 or x.shape[1] != dim:

@@ -519,3 +519,13 @@ def test_deleted_tracked_cells_are_put_back_in_their_place():
     # precedes it in the release, wherever the student moved that answer; the student's own cells stay
     assert ids == ["intro", None, "answer_b", "test_b", "answer_a", "test_a"], ids
     assert submitted.cells[1].source == "print('mine')" and restore_deleted_cells(submitted, released) == []
+
+
+def test_the_gradebook_schema_version_read_in_process_is_the_one_nbgrader_asks_alembic_for(monkeypatch):
+    import nbgrader.api
+
+    from gmcourse.grading.run import alembic_head
+
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent), prepend=":")
+    from_the_command = nbgrader.api.get_alembic_version()  # runs `alembic heads`
+    assert alembic_head() == from_the_command and len(from_the_command) == 12

@@ -42,6 +42,15 @@ about gaming and :mod:`~gmcourse.grading.results` the records they pass along.
 
 from __future__ import annotations
 
+import sys
+
+# nbformat validates notebooks with jsonschema, which on import also loads the optional
+# `rfc3987_syntax` to check the "iri" string format: that module compiles an Earley grammar at
+# import, 3-8 s in every process (the grader, each of its workers), and no notebook schema uses
+# that format. Marking it absent makes jsonschema skip that one check, as it does wherever the
+# package is not installed. (Only when nothing has imported it yet.)
+sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+
 from gmcourse.grading.collect import assignment_notebooks, collect_submissions
 from gmcourse.grading.flags import gaming_flags, notebook_signature
 from gmcourse.grading.report import format_summary, write_csv
