@@ -79,11 +79,15 @@ def site_dir() -> Path:
 
 
 def find_browser() -> tuple[str, str] | None:
-    """(chromium, chromedriver) executables, or None when either is missing."""
-    chromium = next(
+    """(chromium, chromedriver) executables, or None when either is missing.
+
+    ``$GMCOURSE_BROWSER`` and ``$GMCOURSE_CHROMEDRIVER`` name a pair that belongs together (e.g. the
+    Google Chrome and the ChromeDriver of a GitHub runner); otherwise the first Chromium on PATH.
+    """
+    chromium = shutil.which(os.environ.get("GMCOURSE_BROWSER", "")) if os.environ.get("GMCOURSE_BROWSER") else next(
         (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None
     )
-    driver = shutil.which("chromedriver")
+    driver = shutil.which(os.environ.get("GMCOURSE_CHROMEDRIVER") or "chromedriver")
     return (chromium, driver) if chromium and driver else None
 
 
