@@ -229,3 +229,46 @@ def test_the_checks_catch_a_broken_page(tmp_path):
     assert "no element with id 'nowhere'" in links[1]
 
     assert page.screenshot is not None and page.screenshot.is_file()
+
+
+def _built_site_or_skip() -> Path:
+    site = sitecheck.site_dir()
+    if not (site / "index.html").is_file():
+        message = f"no built site at {site}; run `make book` first"
+        if os.environ.get("GMCOURSE_REQUIRE_SITE") == "1":
+            pytest.fail(message + " (GMCOURSE_REQUIRE_SITE=1)")
+        pytest.skip(message)
+    return site
+
+
+def test_assignment_pages_launch_on_colab_binder_and_the_jupyterhub_of_the_config():
+    """Each assignment page links its notebook in the course repository on Colab, on Binder and,
+    through nbgitpuller, on the hub named in _config.yml; a chapter page (MyST markdown, which
+    Colab cannot open) offers Binder and the hub only."""
+    import re
+    from html import unescape
+    from urllib.parse import quote
+
+    import yaml
+
+    site = _built_site_or_skip()
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    repo = config["repository"]["url"].removeprefix("https://github.com/")
+    branch = config["repository"]["branch"]
+    hub = config["launch_buttons"]["jupyterhub_url"].rstrip("/")
+    assignments = [doc for doc in toc_files(ROOT / "_toc.yml") if doc.startswith("exercises/")]
+    assert len(assignments) >= 9
+    for doc in assignments:
+        links = [unescape(h) for h in re.findall(r'href="([^"]+)"', (site / f"{doc}.html").read_text())]
+        notebook = f"{doc}.ipynb"
+        expected = {
+            "Colab": f"https://colab.research.google.com/github/{repo}/blob/{branch}/{notebook}",
+            "Binder": f"https://mybinder.org/v2/gh/{repo}/{branch}?urlpath=lab/tree/{notebook}",
+            "JupyterHub": f"{hub}/hub/user-redirect/git-pull?repo={quote('https://github.com/' + repo, safe='/')}",
+        }
+        for name, url in expected.items():
+            assert any(link.startswith(url) for link in links), f"{doc}.html has no {name} link starting {url}"
+        hub_link = next(link for link in links if link.startswith(expected["JupyterHub"]))
+        assert f"lab/tree/{repo.split('/')[1]}/{notebook}" in hub_link and f"branch={branch}" in hub_link
+    chapter = (site / "book" / "03_sampling.html").read_text()
+    assert "mybinder.org/v2/gh/" in chapter and "colab.research.google.com" not in chapter

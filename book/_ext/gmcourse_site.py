@@ -162,6 +162,17 @@ def _write_index_redirect(app: Sphinx, exception: Exception | None) -> None:
         index.write_text(html, encoding="utf8")
 
 
+def _colab_only_for_notebook_files(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
+    """Colab opens ``.ipynb`` files only: a chapter written as MyST markdown keeps its Binder and
+    JupyterHub buttons (JupyterLab opens it as a notebook through jupytext) but not a Colab link
+    that would fail. The assignments are ``.ipynb`` files and keep all three."""
+    if context.get("page_source_suffix") == ".ipynb":
+        return
+    for button in context.get("header_buttons", []):
+        if button.get("label") == "launch-buttons":
+            button["buttons"] = [b for b in button["buttons"] if b.get("text") != "Colab"]
+
+
 def setup(app: Sphinx) -> dict:
     app.setup_extension("sphinx.ext.mathjax")
     # priority > 500: after the defaults and after myst_parser's mathjax settings
@@ -169,6 +180,8 @@ def setup(app: Sphinx) -> dict:
     app.connect("config-inited", _set_defaults, priority=900)
     # last, after every extension has added its scripts for the page
     app.connect("html-page-context", _drop_duplicate_scripts, priority=999)
+    # after sphinx-book-theme has added the launch buttons (default priority)
+    app.connect("html-page-context", _colab_only_for_notebook_files, priority=600)
     app.connect("build-finished", _copy_mathjax)
     app.connect("build-finished", _write_index_redirect, priority=400)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
