@@ -173,9 +173,13 @@ def test_student_notebook_runs_from_the_wheel(assignment, fresh_venv, kernel_spe
     km = KernelManager(kernel_name="gmcourse-wheel", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels)]))
     client = NotebookClient(nb, km=km, timeout=CELL_TIMEOUT, allow_errors=False,
                             resources={"metadata": {"path": str(tmp_path)}})
-    with client.setup_kernel(env=env):
-        for index, cell in enumerate(nb.cells):
-            client.execute_cell(cell, index)  # raises CellExecutionError, with the traceback, on an error
+    try:
+        with client.setup_kernel(env=env):
+            for index, cell in enumerate(nb.cells):
+                client.execute_cell(cell, index)  # raises CellExecutionError, with the traceback, on an error
+    finally:
+        if km.has_kernel:  # nbclient leaves a kernel manager it was given running
+            km.shutdown_kernel(now=True)
     printed = "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.get("name") == "stdout").split()
     assert len(printed) == 2, f"{assignment}: the probe printed {printed}"
     site = fresh_venv["site"].resolve()

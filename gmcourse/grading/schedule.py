@@ -15,6 +15,8 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import os
+import threading
+import uuid
 from typing import Iterable, Iterator
 
 from gmcourse.grading.execute import execute_job
@@ -82,6 +84,30 @@ class LocalPool:
                 return
 
 
+def execute_job_in_own_thread(job: dict) -> dict:
+    """:func:`execute_job` on a new thread of its own, for a Dask worker.
+
+    A Dask worker runs several tasks at once on the threads of its pool, next to its own event loop;
+    nbclient drives each kernel through an event loop that jupyter_core keeps per thread. Under load
+    two jobs could meet the same loop ("This event loop is already running"), so each job gets a
+    fresh thread, with a unique name, that lives as long as the job.
+    """
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = execute_job(job)
+        except BaseException as error:  # noqa: BLE001 (re-raised in the calling thread)
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, name=f"gmcourse-grade-{job['student']}-{uuid.uuid4().hex[:8]}")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
 class DaskCluster:
     """The jobs on a Dask distributed cluster (``address`` like ``tcp://HOST:8786``)."""
 
@@ -102,7 +128,7 @@ class DaskCluster:
 
         jobs = list(jobs)
         with Client(self.address, timeout="30s") as client:
-            futures = {client.submit(execute_job, job, pure=False, key=f"grade-{job['student']}-{i}"): job
+            futures = {client.submit(execute_job_in_own_thread, job, pure=False, key=f"grade-{job['student']}-{i}"): job
                        for i, job in enumerate(jobs)}
             for future in as_completed(futures):
                 job = futures[future]
