@@ -193,8 +193,11 @@ def graded(request, tmp_path_factory):
     for student, notebook in students.items():
         write_submission(course / "submitted" / student / case.ASSIGNMENT / case.NOTEBOOK, notebook)
     before = _fingerprint(course)
+    # one kernel at a time per class: pytest-xdist already grades one class per core, and a second
+    # grading worker per class put more kernels than cores on the machine, where a busy one could
+    # push an honest cell past nbgrader's 30 s limit and change a score
     code, out, err = run_main([case.ASSIGNMENT, str(course), "--workdir", str(tmp / "work"),
-                               "--csv", str(tmp / "scores.csv")])
+                               "--csv", str(tmp / "scores.csv"), "--workers", "1"])
     header, rows = read_csv(tmp / "scores.csv")
     return dict(case=case, expected=expected, code=code, out=out, err=err, header=header, rows=rows,
                 workdir=tmp / "work", course=course, unchanged=before == _fingerprint(course))
