@@ -49,14 +49,19 @@ def _browser_or_skip() -> tuple[str, str]:
     return browser
 
 
-@pytest.fixture(scope="module")
-def report() -> sitecheck.SiteReport:
+def _built_site_or_skip() -> Path:
     site = sitecheck.site_dir()
     if not (site / "index.html").is_file():
         message = f"no built site at {site}; run `make book` first"
         if os.environ.get("GMCOURSE_REQUIRE_SITE") == "1":
             pytest.fail(message + " (GMCOURSE_REQUIRE_SITE=1)")
         pytest.skip(message)
+    return site
+
+
+@pytest.fixture(scope="module")
+def report() -> sitecheck.SiteReport:
+    site = _built_site_or_skip()
     browser = _browser_or_skip()
     screenshots = site.parent / "screenshots"
     result = sitecheck.check_site(site, SEARCHES, screenshots=screenshots, browser=browser)
@@ -229,16 +234,6 @@ def test_the_checks_catch_a_broken_page(tmp_path):
     assert "no element with id 'nowhere'" in links[1]
 
     assert page.screenshot is not None and page.screenshot.is_file()
-
-
-def _built_site_or_skip() -> Path:
-    site = sitecheck.site_dir()
-    if not (site / "index.html").is_file():
-        message = f"no built site at {site}; run `make book` first"
-        if os.environ.get("GMCOURSE_REQUIRE_SITE") == "1":
-            pytest.fail(message + " (GMCOURSE_REQUIRE_SITE=1)")
-        pytest.skip(message)
-    return site
 
 
 def test_assignment_pages_launch_on_colab_binder_and_the_jupyterhub_of_the_config():
