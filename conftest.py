@@ -27,6 +27,16 @@ import pytest
 from nbval.plugin import IPyNbCell, IPyNbFile, find_comment_markers, find_metadata_tags
 
 ROOT = Path(__file__).resolve().parent
+
+# pytest-xdist runs one test process per core, and the notebook kernels that nbval starts from them
+# share those cores: more busy torch threads than cores make every kernel many times slower, so each
+# gets its share (the grader sets its own kernels' threads: gmcourse.grading.sandbox.Limits).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    _threads = str(max(1, _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    os.environ.setdefault("OMP_NUM_THREADS", _threads)
+    os.environ.setdefault("MKL_NUM_THREADS", _threads)
+
 # the cache of the build that `make book` makes at this GMCOURSE_SCALE (see the Makefile);
 # GMCOURSE_BOOK_CACHE names another one (tests/test_chapters.py uses it)
 BOOK_CACHE = Path(

@@ -156,7 +156,7 @@ def test_the_guard_fails_tests_that_ran_after_tampering_and_says_what(answer, na
 
     job = {"student": "s", "assignment": "A1_max_likelihood", "sandbox": "bubblewrap", "allowed_modules": [],
            "notebooks": {"nb": nbformat.writes(_guard_notebook(answer))}, "limits": Limits(wall_seconds=120).as_dict(),
-           "threads": 1, "timeout": 30, "extra_arguments": ["--IPKernelApp.log_level=ERROR"]}
+           "timeout": 30, "extra_arguments": ["--IPKernelApp.log_level=ERROR"]}
     result = execute_job(job)
     nb = nbformat.reads(result["notebooks"]["nb"], as_version=4)
     errors = {c.metadata["nbgrader"]["grade_id"]: [o.ename for o in c.outputs if o.output_type == "error"]
@@ -166,3 +166,34 @@ def test_the_guard_fails_tests_that_ran_after_tampering_and_says_what(answer, na
     else:
         assert errors["test_passes"] == ["Tampered"], errors
         assert named in result["reason"], result["reason"]
+
+
+@pytest.mark.parametrize("sandbox, threads", [("bubblewrap", None), ("bubblewrap", 2), ("none", 2)])
+def test_each_kernel_gets_the_torch_threads_it_is_given_and_one_by_default(sandbox, threads):
+    """One thread by default: with more busy torch threads than cores every kernel slows down many times."""
+    from gmcourse.grading.execute import execute_job
+    from gmcourse.grading.sandbox import Limits
+
+    limits = Limits(wall_seconds=120) if threads is None else Limits(wall_seconds=120, threads=threads)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import os, torch\nprint(os.environ['OMP_NUM_THREADS'], torch.get_num_threads())")]
+    job = {"student": "s", "assignment": "A1_max_likelihood", "sandbox": sandbox, "allowed_modules": [],
+           "notebooks": {"nb": nbformat.writes(nb)}, "limits": limits.as_dict(), "timeout": 30,
+           "extra_arguments": ["--IPKernelApp.log_level=ERROR"]}
+    result = execute_job(job)
+    printed = nbformat.reads(result["notebooks"]["nb"], as_version=4).cells[0].outputs[0]["text"].split()
+    expected = threads or 1
+    assert printed == [str(expected), str(expected)], printed
+
+
+def test_the_command_line_passes_the_thread_count_to_the_kernels(monkeypatch, capsys):
+    from gmcourse.grading import cli
+
+    seen = {}
+    monkeypatch.setattr(cli, "grade", lambda *args, limits, **kwargs: seen.setdefault("limits", limits) and 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["A1_max_likelihood", "inbox", "--threads", "4"])
+    assert seen["limits"].threads == 4
+    with pytest.raises(SystemExit):
+        cli.main(["A1_max_likelihood", "inbox", "--threads", "0"])
+    assert "expected a whole number of at least 1, got 0" in capsys.readouterr().err

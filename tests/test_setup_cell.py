@@ -147,7 +147,7 @@ def test_the_setup_cell_does_nothing_in_the_graders_sandbox():
                                         "points": 1}
     job = {"student": "s", "assignment": "A1_max_likelihood", "sandbox": "bubblewrap", "allowed_modules": [],
            "notebooks": {"nb": nbformat.writes(nb)}, "limits": Limits(wall_seconds=120).as_dict(),
-           "threads": 1, "timeout": 30, "extra_arguments": ["--IPKernelApp.log_level=ERROR"]}
+           "timeout": 30, "extra_arguments": ["--IPKernelApp.log_level=ERROR"]}
     result = execute_job(job)
     executed = nbformat.reads(result["notebooks"]["nb"], as_version=4)
     assert result["reason"] is None, result["reason"]

@@ -48,13 +48,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="run the kernels without isolation (trusted notebooks only: a kernel could read the "
                              "solutions and the gradebook)")
     for name, unit in (("memory_mb", "MB of memory"), ("cpu_seconds", "CPU seconds"), ("wall_seconds", "seconds of wall time"),
-                       ("processes", "processes"), ("disk_mb", "MB of files")):
+                       ("processes", "processes"), ("disk_mb", "MB of files"),
+                       ("threads", "torch and BLAS threads (more busy threads than cores slow every kernel down)")):
         parser.add_argument(f"--{name.replace('_', '-')}", type=_positive, default=getattr(defaults, name),
                             help=f"cap per notebook: {unit} (default %(default)s)")
     parser.add_argument("--course-root", type=Path, default=COURSE_ROOT, help="folder with solutions/ and nbgrader_config.py")
     args = parser.parse_args(argv)
     limits = Limits(memory_mb=args.memory_mb, cpu_seconds=args.cpu_seconds, wall_seconds=args.wall_seconds,
-                    processes=args.processes, disk_mb=args.disk_mb)
+                    processes=args.processes, disk_mb=args.disk_mb, threads=args.threads)
     try:
         report = grade(args.assignment, args.submissions, args.workdir, args.csv, feedback=not args.no_feedback,
                        course_root=args.course_root, workers=args.workers, scheduler=args.scheduler,

@@ -4,7 +4,7 @@ A *job* is a plain dict (JSON), so that it can travel to a process or to a Dask 
 
     {"student", "assignment", "notebooks": {name: notebook JSON, sanitized by the grader},
      "sandbox": "bubblewrap" | "none", "allowed_modules": [...], "limits": Limits fields,
-     "threads": int, "timeout": seconds per cell, "extra_arguments": [kernel arguments]}
+     "timeout": seconds per cell, "extra_arguments": [kernel arguments]}
 
 and its *result* is ``{"student", "notebooks": {name: executed JSON}, "reason": str | None,
 "seconds": float, "peak_mb": float | None, "error": str | None}``. The executor (this process) is
@@ -289,7 +289,7 @@ def execute_job(job: dict) -> dict:
 
     start = time.monotonic()
     limits = Limits(**job["limits"])
-    sandbox = SANDBOXES[job["sandbox"]](job["assignment"], job["allowed_modules"], limits, job.get("threads", 1))
+    sandbox = SANDBOXES[job["sandbox"]](job["assignment"], job["allowed_modules"], limits, limits.threads)
     result = {"student": job["student"], "notebooks": {}, "reason": None, "seconds": None, "peak_mb": None,
               "error": None}
     reasons, peak = [], 0

@@ -266,7 +266,6 @@ def _grade(assignment, notebooks, found, submissions, workdir, csv_path, feedbac
                              "students may have worked on another version (run `make exercises`)")
 
     api = _nbgrader_api(course_root, workdir)
-    threads = max(1, (os.cpu_count() or 1) // getattr(pool, "workers", 1))
     settings = {"sandbox": sandbox, "limits": limits.as_dict(), "modules": modules}
     results, keys = {}, {}
     todo = []
@@ -292,7 +291,7 @@ def _grade(assignment, notebooks, found, submissions, workdir, csv_path, feedbac
             if submission.origin.is_dir() and (submission.origin / "timestamp.txt").is_file():  # late penalties
                 shutil.copyfile(submission.origin / "timestamp.txt", target / "timestamp.txt")
             job = {"student": submission.student, "assignment": assignment, "notebooks": {}, "sandbox": sandbox,
-                   "allowed_modules": modules, "limits": limits.as_dict(), "threads": threads,
+                   "allowed_modules": modules, "limits": limits.as_dict(),
                    "timeout": int(api.config.Execute.get("timeout", 30)),
                    "extra_arguments": list(api.config.Execute.get("extra_arguments", []))}
             try:

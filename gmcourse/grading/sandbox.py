@@ -55,6 +55,9 @@ class Limits:
     processes: int = 128         # processes and threads in the sandbox (a pids cgroup where possible)
     disk_mb: int = 256           # the home, /tmp and the run directory, each; also any one file
     output_kb: int = 2048        # the notebook's outputs kept for grading and feedback
+    threads: int = 1             # torch / BLAS threads of each kernel (OMP_NUM_THREADS): the course's models are
+                                 # small, a second thread barely helps, and more busy threads than cores can make
+                                 # every kernel many times slower (a 4 s cell measured at 40 s)
 
     def as_dict(self) -> dict:
         return asdict(self)
