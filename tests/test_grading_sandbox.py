@@ -89,6 +89,8 @@ def test_kill_9_of_the_grader_loses_nothing_already_graded_and_a_rerun_resumes(t
     import signal
     import time
 
+    import psutil
+
     wrong = "kl_swapped_arguments"
     expected = {"ann": A1.MAX_SCORE, "ben": A1.WRONG_ANSWERS[wrong][1], "cat": 0.0}
     write_submission(tmp_path / "inbox" / "ann.ipynb", filled_notebook(A1))
@@ -103,8 +105,12 @@ def test_kill_9_of_the_grader_loses_nothing_already_graded_and_a_rerun_resumes(t
     while not (records.is_dir() and any(records.glob("*.json"))) and grader.poll() is None:
         assert time.monotonic() < deadline, "no student was recorded in 300 s"
         time.sleep(0.05)
+    left_behind = psutil.Process(grader.pid).children(recursive=True)  # its workers, their kernels
+    assert left_behind, "the grader had no worker process"
     os.kill(grader.pid, signal.SIGKILL)
     grader.wait()
+    gone, alive = psutil.wait_procs(left_behind, timeout=15)
+    assert not alive, f"still running 15 s after the grader was killed: {[p.cmdline() for p in alive]}"
     done_before = {p.stem for p in records.glob("*.json")}
     assert 1 <= len(done_before) < 3, done_before  # killed part-way
     # each student is committed by its record file; the CSV is rewritten whole just after it, so a

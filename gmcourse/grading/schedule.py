@@ -16,6 +16,7 @@ import concurrent.futures
 import multiprocessing
 import os
 import threading
+import time
 import uuid
 from typing import Iterable, Iterator
 
@@ -28,6 +29,18 @@ def warm_up() -> None:
 
     _client_class()
     _kernel_manager_class()
+
+
+def exit_with_the_grader(grader_pid: int) -> None:
+    """Initializer of each local worker: end this worker (and, through bubblewrap's --die-with-parent,
+    its kernel) once the grader is gone. A worker holds both ends of the pool's result pipe, so after a
+    ``kill -9`` of the grader it would otherwise block forever sending a result nobody reads."""
+    def watch() -> None:
+        while os.getppid() == grader_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-the-grader", daemon=True).start()
 
 
 def _failed(job: dict, why: str) -> dict:
@@ -46,7 +59,9 @@ class LocalPool:
         """Start the worker processes now and have each import the executor, ahead of the first job."""
         if self.pool is None:
             context = multiprocessing.get_context("spawn")  # no copy of the grader's state, threads or locks
-            self.pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=context)
+            self.pool = concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=context,
+                                                               initializer=exit_with_the_grader,
+                                                               initargs=(os.getpid(),))
             for _ in range(self.workers):
                 self.pool.submit(warm_up)
 
