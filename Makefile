@@ -60,12 +60,12 @@ book: $(STAMP)
 timings: $(STAMP)
 	@$(RUN) $(BIN)/python -m gmcourse.timings $(BUILD_DIR)
 
-# 1. the test suite, the chapters and the solution notebooks (nbval), in parallel; each chapter
-#    that passes goes into the book's execution cache;  2. the book, built from that cache;
+# 1. the test suite, the chapters and the solution notebooks (nbval), in parallel, longest first
+#    (conftest.py orders them); each chapter that passes goes into the book's execution cache;  2. the book, built from that cache;
 # 3. every page of it in a headless browser (tests/test_site.py, marker `site`).
 test: $(STAMP)
 	@start=$$(date +%s); \
-	$(RUN) $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadscope -m "not site" $(PYTEST_ARGS); status=$$?; \
+	$(RUN) $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder -m "not site" $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -ne 0 ]; then \
 	  echo "make test: the tests failed, so the book is not built and the browser check does not run"; \
 	else \

@@ -64,6 +64,21 @@ def pytest_collect_file(file_path: Path, parent):
     return None
 
 
+def pytest_collection_modifyitems(config, items):
+    """Longest work first. pytest-xdist (``--dist loadscope --no-loadscope-reorder``, see the
+    Makefile) hands out whole modules and test classes in this order: the end-to-end grading runs
+    (minutes each) first, then the notebooks (a chapter runs for minutes in one kernel), then the
+    many short tests, which fill in at the end instead of leaving one process idle while another
+    grades. The sort is stable, so each module keeps its own order."""
+
+    def weight(item) -> int:
+        if item.get_closest_marker("grading"):
+            return 0
+        return 1 if isinstance(item, IPyNbCell) else 2
+
+    items.sort(key=weight)
+
+
 class ChapterNotebook(IPyNbFile):
     """A MyST chapter read by jupytext, validated by nbval like any notebook."""
 

@@ -532,3 +532,26 @@ def test_the_gradebook_schema_version_read_in_process_is_the_one_nbgrader_asks_a
     monkeypatch.setenv("PATH", str(Path(sys.executable).parent), prepend=":")
     from_the_command = nbgrader.api.get_alembic_version()  # runs `alembic heads`
     assert alembic_head() == from_the_command and len(from_the_command) == 12
+
+
+def test_nbgraders_metadata_validation_with_the_schema_checked_once_raises_what_jsonschema_raises():
+    import json
+
+    import jsonschema
+    import nbgrader.nbgraderformat.common as common
+
+    from gmcourse.grading.run import SchemaCheckedOnce
+
+    schema = json.loads((Path(common.__file__).parent / "v3.json").read_text())
+    good = {"schema_version": 3, "grade": True, "solution": False, "locked": True, "grade_id": "t", "points": 2}
+    bad = [{**good, "points": "lots"}, {**good, "grade_id": 7}, {**good, "locked": "yes"}, {**good, "schema_version": 4}]
+    shim = SchemaCheckedOnce()
+    assert jsonschema.validate(good, schema) is None and shim.validate(good, schema) is None
+    for metadata in bad:
+        with pytest.raises(jsonschema.ValidationError) as expected:
+            jsonschema.validate(metadata, schema)
+        with pytest.raises(jsonschema.ValidationError) as got:
+            shim.validate(metadata, schema)
+        assert (got.value.message, list(got.value.path)) == (expected.value.message, list(expected.value.path))
+    with pytest.raises(jsonschema.SchemaError):
+        shim.validate(good, {"type": "no such type"})

@@ -60,6 +60,32 @@ def _venv_on_path():
         nbgrader.api.get_alembic_version = asks_alembic
 
 
+class SchemaCheckedOnce:
+    """Stands in for the ``jsonschema`` module inside nbgrader's cell-metadata validator.
+
+    nbgrader calls ``jsonschema.validate(metadata, schema)`` for every cell of every notebook it
+    converts, and ``validate`` first checks the schema itself against its meta-schema: that check
+    was six of the seven seconds that grading 14 submissions spent validating metadata. The schema
+    is nbgrader's own file, so it is checked once here, and every cell is then validated by the same
+    validator, raising the same error ``jsonschema.validate`` would."""
+
+    def __init__(self):
+        self._validators = {}
+
+    def validate(self, instance, schema) -> None:
+        import jsonschema
+
+        schema_seen, validator = self._validators.get(id(schema), (None, None))
+        if schema_seen is not schema:
+            cls = jsonschema.validators.validator_for(schema)
+            cls.check_schema(schema)
+            validator = cls(schema)
+            self._validators[id(schema)] = (schema, validator)
+        error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
+        if error is not None:
+            raise error
+
+
 def _nbgrader_api(course_root: Path, workdir: Path, no_database: bool = False):
     """An in-process nbgrader API whose course directory is ``workdir`` (one import, many runs)."""
     from nbconvert.preprocessors import ClearMetadataPreprocessor, CSSHTMLHeaderPreprocessor
@@ -67,11 +93,15 @@ def _nbgrader_api(course_root: Path, workdir: Path, no_database: bool = False):
     from nbgrader.preprocessors import (AssignLatePenalties, CheckCellMetadata, GetGrades, IgnorePattern, LimitOutput,
                                         SaveAutoGrades)
 
+    import nbgrader.nbgraderformat.common as nbgrader_metadata
+
     from gmcourse.grading.record import InjectExecuted
 
     from gmcourse.grading.feedback import RedactHiddenTests
     from traitlets.config.loader import PyFileConfigLoader
 
+    if not isinstance(nbgrader_metadata.jsonschema, SchemaCheckedOnce):
+        nbgrader_metadata.jsonschema = SchemaCheckedOnce()
     if not (Path(course_root) / CONFIG_FILE).is_file():
         raise GradingError(f"{Path(course_root) / CONFIG_FILE} not found")
     config = PyFileConfigLoader(CONFIG_FILE, path=str(course_root)).load_config()
