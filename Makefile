@@ -61,8 +61,9 @@ timings: $(STAMP)
 	@$(RUN) $(BIN)/python -m gmcourse.timings $(BUILD_DIR)
 
 # 1. the test suite, the chapters and the solution notebooks (nbval), in parallel, longest first
-#    (conftest.py orders them); each chapter that passes goes into the book's execution cache;  2. the book, built from that cache;
-# 3. every page of it in a headless browser (tests/test_site.py, marker `site`).
+#    (conftest.py orders them); each chapter that passes goes into the book's execution cache;
+# 2. the book, built from that cache;  3. every page of it in a headless browser
+#    (tests/test_site.py, marker `site`).
 test: $(STAMP)
 	@start=$$(date +%s); \
 	$(RUN) $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder -m "not site" $(PYTEST_ARGS); status=$$?; \
